@@ -1,0 +1,127 @@
+"""grain input pipelines and placement of global batches on a ('data',) mesh.
+
+Multi-host: every process builds the same seeded, shuffled global order and
+takes every `process_count`-th element of it, so the process-local batches of
+one step are disjoint and together form one global batch, which
+`jax.make_array_from_process_local_data` assembles across hosts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+class ArraySource:
+  """A grain random-access source over aligned arrays (e.g. a signals memmap)."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f"arrays must share their first axis, got lengths {lengths}")
+    self._arrays = dict(arrays)
+    self._len = next(iter(lengths.values()))
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v[index]) for k, v in self._arrays.items()}
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  return (jax.process_index() if process_index is None else process_index,
+          jax.process_count() if process_count is None else process_count)
+
+
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(
+        f"global batch size {global_batch_size} must be positive and divisible by the "
+        f"process count {process_count}")
+  return global_batch_size // process_count
+
+
+def train_dataset(
+    arrays: Mapping[str, np.ndarray], *, global_batch_size: int, seed: int,
+    process_index: int | None = None, process_count: int | None = None,
+) -> grain.IterDataset:
+  """Seeded shuffle (a new order every epoch), endless repeat, drop-remainder batches.
+
+  Deterministic for a seed; its iterator's `get_state()` / `set_state()` (or
+  grain's orbax handler) resumes exactly where it stopped.
+  """
+  source = ArraySource(arrays)
+  if len(source) < global_batch_size:
+    raise ValueError(f"{len(source)} records are fewer than one global batch of {global_batch_size}")
+  index, count = _process(process_index, process_count)
+  local = _local_batch_size(global_batch_size, count)
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+  ds = ds.slice(slice(index, None, count))
+  return ds.batch(local, drop_remainder=True).to_iter_dataset()
+
+
+def eval_dataset(
+    arrays: Mapping[str, np.ndarray], *, global_batch_size: int,
+    process_index: int | None = None, process_count: int | None = None,
+) -> grain.MapDataset:
+  """Every record exactly once, in order; the last global batch is padded.
+
+  Each element carries `mask` (bool): False marks padding rows, which repeat
+  the last record and must be ignored by the metric.
+  """
+  source = ArraySource(arrays)
+  n = len(source)
+  if n == 0:
+    raise ValueError("eval_dataset: no records")
+  index, count = _process(process_index, process_count)
+  local = _local_batch_size(global_batch_size, count)
+  padded = math.ceil(n / global_batch_size) * global_batch_size
+
+  def fetch(i):
+    element = source[min(i, n - 1)]
+    element["mask"] = np.bool_(i < n)
+    element["index"] = np.int64(i)
+    return element
+
+  ds = grain.MapDataset.range(padded).map(fetch).slice(slice(index, None, count))
+  return ds.batch(local, drop_remainder=True)
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+  """A 1-D ('data',) mesh over the first `num_devices` devices (default: all)."""
+  devices = jax.devices()
+  n = len(devices) if num_devices is None else num_devices
+  if not 1 <= n <= len(devices):
+    raise ValueError(f"num_devices={num_devices}: {len(devices)} devices are available")
+  return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n])
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def shard_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Places this process's slice of a global batch; the result is split along 'data'."""
+  sharding = batch_sharding(mesh)
+  n_dev = mesh.shape[DATA_AXIS]
+  out = {}
+  for k, v in local_batch.items():
+    v = np.asarray(v)
+    global_rows = v.shape[0] * jax.process_count()
+    if global_rows % n_dev:
+      raise ValueError(
+          f"batch field {k!r}: global batch of {global_rows} rows does not split over {n_dev} devices")
+    out[k] = jax.make_array_from_process_local_data(sharding, v)
+  return out

@@ -1,0 +1,34 @@
+"""User-facing errors, and the one-line exit that every CLI gives them (SPEC 7, 8)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import app
+
+from ecgjax.data.table import DataError
+
+
+class ConfigError(ValueError):
+  """A flag or config value that cannot work; the message names it."""
+
+
+class CheckpointError(ValueError):
+  """A missing, corrupt or mismatched checkpoint; the message names it."""
+
+
+USER_ERRORS = (DataError, ConfigError, CheckpointError)
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`absl.app.run`, with user errors printed as one line and exit status 1."""
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except USER_ERRORS as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(wrapped)
