@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from absl import app
+from absl import app, flags, logging
 
 from ecgjax.data.table import DataError
 
@@ -25,6 +25,8 @@ def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run`, with user errors printed as one line and exit status 1."""
 
   def wrapped(argv):
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
       return main(argv)
     except USER_ERRORS as e:

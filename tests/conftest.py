@@ -8,8 +8,15 @@ _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
+import jax  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests build the same small programs many times (each training run jits its
+# own step); XLA's persistent cache turns the repeats into cache hits.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("ECGJAX_TEST_JAX_CACHE", "/tmp/ecgjax-test-jax-cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 from ecgjax.data import embedded_data_dir, load_ptbxl  # noqa: E402
 

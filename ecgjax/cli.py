@@ -1,0 +1,59 @@
+"""Flags shared by the entry points, and multi-host start-up."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import flags, logging
+from ml_collections import config_flags
+
+from ecgjax import configs
+from ecgjax.data import pipeline
+from ecgjax.errors import ConfigError
+
+PRESET = flags.DEFINE_enum("preset", "mini", configs.PRESETS,
+                           "Sizes and counts: 'paper' (the paper's figures) or 'mini' (2 CPU cores, minutes).")
+CONFIG = config_flags.DEFINE_config_dict(
+    "config", configs.get_config("mini"),
+    "Override any preset value, e.g. --config.train_unet.steps=5000 (applied on top of --preset).")
+DATA_DIR = flags.DEFINE_string("data_dir", None,
+                               "PTB-XL root in its official layout; default: the embedded 400-record slice.")
+WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where checkpoints, cohorts and results go.")
+NUM_DEVICES = flags.DEFINE_integer("num_devices", None,
+                                   "Devices on the ('data',) mesh; default: all.")
+DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "jax.distributed.initialize(): 'auto' when launched on a TPU pod slice or with a coordinator set.")
+
+_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def start() -> tuple:
+  """Initialises multi-host JAX if asked or detected; returns (config, mesh)."""
+  want = DISTRIBUTED.value == "on" or (
+      DISTRIBUTED.value == "auto" and (any(v in os.environ for v in _MULTIHOST_ENV)
+                                       or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")))
+  if want:
+    jax.distributed.initialize()
+    logging.info("process %d of %d", jax.process_index(), jax.process_count())
+  enable_compilation_cache()
+  cfg = configs.from_flags(PRESET.value)
+  try:
+    mesh = pipeline.make_mesh(NUM_DEVICES.value)
+  except ValueError as e:
+    raise ConfigError(f"--num_devices: {e}") from None
+  return cfg, mesh
+
+
+def enable_compilation_cache() -> None:
+  """XLA's persistent cache: a rerun (or a resumed run) skips recompiling."""
+  from ecgjax.data.ptbxl import default_cache_dir
+  path = os.environ.get("ECGJAX_JAX_CACHE_DIR") or os.path.join(default_cache_dir(), "xla")
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def is_writer() -> bool:
+  """Only process 0 writes result files."""
+  return jax.process_index() == 0

@@ -1,0 +1,167 @@
+"""The trained generator as one object: VAE + EMA U-Net + statistics -> ECGs.
+
+`Generator.sampler(mesh)` is one jitted function from conditioning vectors and
+per-sample keys to (B, 12, 1000) signals in mV: DDIM with CFG in latent space
+(batch sharded over 'data'), VAE decode, de-standardisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ecgjax import configs as configs_lib
+from ecgjax.diffusion import ddim
+from ecgjax.diffusion.schedule import Schedule, cosine_schedule, linear_schedule
+from ecgjax.errors import CheckpointError, ConfigError
+from ecgjax.models.embeddings import COND_DIM
+from ecgjax.models.unet import UNet
+from ecgjax.models.vae import VAE
+from ecgjax.train.checkpoint import Checkpointer, fingerprint
+
+LATENT_SHAPE = (4, 128)
+EXPORT_DIR = os.path.join("generator", "export")
+
+
+def make_schedule(diffusion_cfg) -> Schedule:
+  if diffusion_cfg.schedule == "linear":
+    return linear_schedule(diffusion_cfg.num_timesteps)
+  if diffusion_cfg.schedule == "cosine":
+    return cosine_schedule(diffusion_cfg.num_timesteps)
+  raise ConfigError(f"--config.diffusion.schedule={diffusion_cfg.schedule!r}: use linear or cosine")
+
+
+def denoise_fn(unet: UNet):
+  """Adapts `UNet.apply` to the sampler's `denoise_fn(params, x, t, cond, drop)`."""
+  def fn(params, x, t, cond, drop):
+    return unet.apply(params, x, t, cond, drop)
+  return fn
+
+
+def generator_meta(cfg, content_key: str) -> dict:
+  """What a generator checkpoint must agree on with the config that reads it."""
+  describe = {"vae": configs_lib.describe(cfg.vae), "unet": configs_lib.describe(cfg.unet),
+              "diffusion": configs_lib.describe(cfg.diffusion)}
+  return {"fingerprint": fingerprint(describe), "describe": describe, "data_key": content_key}
+
+
+@dataclasses.dataclass
+class Generator:
+  vae: VAE
+  unet: UNet
+  schedule: Schedule
+  params: dict  # {'vae', 'unet' (EMA weights), 'latent_scale', 'signal_mean', 'signal_std'}
+  _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
+  _placed: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def decode(self, params, z):
+    """Scaled latents (B, 4, 128) -> signals (B, 12, 1000) in mV."""
+    x = self.vae.apply(params["vae"], z / params["latent_scale"], method=VAE.decode)
+    return x * params["signal_std"][None, :, None] + params["signal_mean"][None, :, None]
+
+  def sample_with_keys(self, params, cond, sample_keys, cfg_scale, eta, *, num_steps: int):
+    z = ddim.ddim_sample_with_keys(denoise_fn(self.unet), params["unet"], cond, sample_keys,
+                                   self.schedule, shape=LATENT_SHAPE, num_steps=num_steps,
+                                   eta=eta, cfg_scale=cfg_scale)
+    return self.decode(params, z)
+
+  def sampler(self, mesh: Mesh, *, num_steps: int):
+    """jit: (params, cond, sample_keys, cfg_scale, eta) -> signals, batch over 'data'.
+
+    Cached per (mesh, num_steps), so repeated calls reuse one compilation.
+    """
+    cache_key = (mesh, num_steps)
+    if cache_key not in self._samplers:
+      data, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+      fn = lambda p, c, k, w, e: self.sample_with_keys(p, c, k, w, e, num_steps=num_steps)
+      self._samplers[cache_key] = jax.jit(fn, in_shardings=(rep, data, data, rep, rep),
+                                          out_shardings=data)
+    return self._samplers[cache_key]
+
+  def generate(self, cond: np.ndarray, key: jax.Array, *, mesh: Mesh, num_steps: int,
+               cfg_scale: float, eta: float = 0.0, batch_size: int = 256, start: int = 0):
+    """Signals for `cond` (n, 76), sample i keyed by fold_in(key, start + i).
+
+    Every batch is padded to the same size (a multiple of the device count),
+    so one compiled sampler serves the whole cohort; padded rows are dropped.
+    """
+    check_cond(cond)
+    n_dev = mesh.shape["data"]
+    batch_size = max(n_dev, -(-min(batch_size, max(len(cond), 1)) // n_dev) * n_dev)
+    run = self.sampler(mesh, num_steps=num_steps)
+    if mesh not in self._placed:
+      self._placed = {mesh: jax.device_put(self.params, NamedSharding(mesh, P()))}
+    params = self._placed[mesh]
+    out = []
+    for s in range(0, len(cond), batch_size):
+      c = np.asarray(cond[s:s + batch_size], np.float32)
+      m = len(c)
+      if m < batch_size:
+        c = np.concatenate([c, np.repeat(c[-1:], batch_size - m, 0)])
+      keys = ddim.sample_keys_for(key, batch_size, start + s)
+      out.append(np.asarray(run(params, jnp.asarray(c), keys, cfg_scale, eta))[:m])
+    return np.concatenate(out) if out else np.zeros((0, 12, 1000), np.float32)
+
+
+def check_cond(cond) -> None:
+  cond = np.asarray(cond)
+  if cond.ndim != 2 or cond.shape[1] != COND_DIM:
+    raise ConfigError(f"cond has shape {cond.shape}; the generator takes (n, {COND_DIM}) "
+                      f"conditioning vectors (71 labels + 5 demographics)")
+  if not np.isfinite(cond).all():
+    raise ConfigError("cond contains non-finite values")
+
+
+def build(cfg) -> Generator:
+  return Generator(vae=VAE(**cfg.vae), unet=UNet(**cfg.unet), schedule=make_schedule(cfg.diffusion),
+                   params={})
+
+
+def param_template(gen: Generator) -> dict:
+  """Abstract shapes of the exported parameters (no compute)."""
+  x = jnp.zeros((1, 12, 1000), jnp.float32)
+  z = jnp.zeros((1,) + LATENT_SHAPE, jnp.float32)
+  vae = jax.eval_shape(lambda: gen.vae.init(jax.random.PRNGKey(0), x))
+  unet = jax.eval_shape(lambda: gen.unet.init(jax.random.PRNGKey(0), z, jnp.zeros((1,), jnp.int32),
+                                              jnp.zeros((1, COND_DIM)), jnp.zeros((1,), bool)))
+  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  return {"vae": vae, "unet": unet, "latent_scale": f32(), "signal_mean": f32(12),
+          "signal_std": f32(12)}
+
+
+def export(workdir: str, gen_params: dict, meta: dict) -> None:
+  ckpt = Checkpointer(os.path.join(workdir, EXPORT_DIR), meta=meta, max_to_keep=1)
+  ckpt.save(0, gen_params, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+
+def exists(workdir: str) -> bool:
+  path = os.path.join(workdir, EXPORT_DIR)
+  return os.path.isdir(path) and any(d.isdigit() for d in os.listdir(path))
+
+
+def load(workdir: str, cfg, content_key: str | None = None) -> Generator:
+  """The exported generator of `workdir`, checked against `cfg` (and the data key)."""
+  path = os.path.join(workdir, EXPORT_DIR)
+  if not exists(workdir):
+    raise CheckpointError(f"no trained generator in {workdir} (expected {path}); "
+                          f"run python -m experiments.train_generator --workdir={workdir}")
+  gen = build(cfg)
+  meta = generator_meta(cfg, content_key or "")
+  ckpt = Checkpointer(path, meta=meta, create=False)
+  stored = ckpt.read_meta()
+  if content_key is not None and stored.get("data_key") != content_key:
+    raise CheckpointError(f"generator in {path} was trained on other data "
+                          f"(data key {stored.get('data_key')}, this data {content_key})")
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  params = ckpt.restore(param_template(gen), sharding=cpu)
+  ckpt.close()
+  gen.params = params
+  return gen

@@ -1,0 +1,137 @@
+"""Training the generator (paper 000 section 3): the VAE, then the latent U-Net.
+
+Stage 1 fits the KL-regularised VAE on standardised train-fold signals.
+Stage 2 encodes the train folds with the frozen VAE (posterior means), scales
+latents to unit variance (the stored `latent_scale`), and fits the U-Net on
+them with condition dropout for classifier-free guidance and EMA weights.
+Both stages resume exactly from their last orbax checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from ecgjax import configs as configs_lib
+from ecgjax.data import pipeline
+from ecgjax.diffusion import generator as gen_lib
+from ecgjax.diffusion.loss import diffusion_loss
+from ecgjax.models.embeddings import COND_DIM
+from ecgjax.models.vae import VAE, kl_divergence
+from ecgjax.train import loop
+from ecgjax.train.checkpoint import Checkpointer, fingerprint
+from ecgjax.train.state import TrainState, adamw
+
+
+def standardise(signals, mean, std):
+  return (signals - mean[None, :, None]) / std[None, :, None]
+
+
+def make_vae_step(vae: VAE, tx, kl_weight: float, mean, std):
+  mean, std = jnp.asarray(mean), jnp.asarray(std)
+
+  def step(state: TrainState, batch, key):
+    key = jax.random.fold_in(key, state.step)
+    x = standardise(batch["signal"], mean, std)
+
+    def loss_fn(params):
+      recon, mu, logvar = vae.apply(params, x, sample_key=key)
+      rec = jnp.mean((recon - x) ** 2)
+      kl = jnp.mean(kl_divergence(mu, logvar)) / np.prod(gen_lib.LATENT_SHAPE)
+      return rec + kl_weight * kl, (rec, kl)
+
+    (loss, (rec, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return state.apply_gradients(grads, tx), {"loss": loss, "recon_mse": rec, "kl": kl}
+
+  return step
+
+
+def make_unet_step(unet, tx, schedule, p_uncond: float, ema_decay: float):
+  denoise = gen_lib.denoise_fn(unet)
+
+  def step(state: TrainState, batch, key):
+    key = jax.random.fold_in(key, state.step)
+    (loss, aux), grads = jax.value_and_grad(diffusion_loss, argnums=1, has_aux=True)(
+        denoise, state.params, batch["z"], batch["cond"], key, schedule, p_uncond)
+    new = state.apply_gradients(grads, tx, ema_decay=ema_decay)
+    return new, {"loss": loss, "drop_frac": aux["drop_frac"]}
+
+  return step
+
+
+def _schedule(tcfg):
+  return optax.warmup_cosine_decay_schedule(0.0, tcfg.learning_rate, min(500, tcfg.steps // 10 + 1),
+                                            tcfg.steps, tcfg.learning_rate * 0.05)
+
+
+def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=True):
+  """Stage 1. Returns (vae params, signal mean, signal std)."""
+  tcfg = cfg.train_vae
+  mean, std = ds.signal_stats()
+  vae = VAE(**cfg.vae)
+  lr = _schedule(tcfg)
+  tx = adamw(lr, tcfg.weight_decay)
+  key = jax.random.PRNGKey(tcfg.seed)
+  params = vae.init(key, jnp.zeros((1, 12, 1000)))
+  state = TrainState.create(params, tx)
+  train = np.flatnonzero(ds.train_mask)
+  data = iter(pipeline.train_dataset({"signal": ds.signals[train]},
+                                     global_batch_size=tcfg.batch_size, seed=tcfg.seed))
+  meta = {"fingerprint": fingerprint([configs_lib.describe(cfg.vae), configs_lib.describe(tcfg),
+                                      ds.content_key]),
+          "describe": {"vae": configs_lib.describe(cfg.vae), "train_vae": configs_lib.describe(tcfg)}}
+  ckpt = Checkpointer(os.path.join(workdir, "generator", "vae"), meta=meta,
+                      save_interval_steps=tcfg.checkpoint_every)
+  step = loop.jit_train_step(make_vae_step(vae, tx, tcfg.kl_weight, mean, std), mesh)
+  state = loop.fit(state, step, data, num_steps=tcfg.steps, mesh=mesh, key=jax.random.fold_in(key, 1),
+                   checkpointer=ckpt, log_every=tcfg.log_every, desc="vae",
+                   metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"), lr_fn=lr,
+                   stop_after=stop_after, progress=progress)
+  ckpt.close()
+  return jax.device_get(state.params), mean, std, state.step
+
+
+def encode_latents(vae: VAE, params, signals, mean, std, batch_size=256):
+  """Posterior means (N, 4, 128) of standardised signals, batched on the host."""
+  enc = jax.jit(lambda p, x: vae.apply(p, standardise(x, mean, std), method=VAE.encode)[0])
+  out = [np.asarray(enc(params, jnp.asarray(signals[s:s + batch_size])))
+         for s in range(0, len(signals), batch_size)]
+  return np.concatenate(out)
+
+
+def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None, progress=True):
+  """Stage 2. Returns (EMA params, latent_scale, final step)."""
+  tcfg = cfg.train_unet
+  vae = VAE(**cfg.vae)
+  train = np.flatnonzero(ds.train_mask)
+  latents = encode_latents(vae, vae_params, ds.signals[train], mean, std)
+  latent_scale = np.float32(1.0 / max(float(latents.std()), 1e-6))
+  unet = gen_lib.build(cfg).unet
+  schedule = gen_lib.make_schedule(cfg.diffusion)
+  lr = _schedule(tcfg)
+  tx = adamw(lr, tcfg.weight_decay)
+  key = jax.random.PRNGKey(tcfg.seed)
+  params = unet.init(key, jnp.zeros((1,) + gen_lib.LATENT_SHAPE), jnp.zeros((1,), jnp.int32),
+                     jnp.zeros((1, COND_DIM)), jnp.zeros((1,), bool))
+  state = TrainState.create(params, tx, ema=True)
+  data = iter(pipeline.train_dataset({"z": latents * latent_scale, "cond": ds.cond[train]},
+                                     global_batch_size=tcfg.batch_size, seed=tcfg.seed))
+  describe = {"unet": configs_lib.describe(cfg.unet), "train_unet": configs_lib.describe(tcfg),
+              "diffusion": configs_lib.describe(cfg.diffusion)}
+  meta = {"fingerprint": fingerprint([describe, float(latent_scale), ds.content_key]),
+          "describe": describe}
+  ckpt = Checkpointer(os.path.join(workdir, "generator", "unet"), meta=meta,
+                      save_interval_steps=tcfg.checkpoint_every)
+  step = loop.jit_train_step(make_unet_step(unet, tx, schedule, cfg.diffusion.p_uncond,
+                                            tcfg.ema_decay), mesh)
+  state = loop.fit(state, step, data, num_steps=tcfg.steps, mesh=mesh, key=jax.random.fold_in(key, 1),
+                   checkpointer=ckpt, log_every=tcfg.log_every, desc="unet",
+                   metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"), lr_fn=lr,
+                   stop_after=stop_after, progress=progress)
+  ckpt.close()
+  return jax.device_get(state.ema_params), latent_scale, state.step

@@ -1,0 +1,97 @@
+"""The training loop shared by every stage: sharded steps, logging, resume.
+
+`train_step(state, batch, key) -> (state, metrics)` is jitted by the caller
+with explicit shardings (`jit_train_step`); this loop feeds it global batches
+placed on the mesh, fetches metrics only on logging steps, appends them to a
+JSON-lines file (process 0 only) and saves checkpoints through orbax. A run
+restarted with the same arguments resumes from its latest checkpoint,
+including the data iterator, and ends with the same parameters as a run that
+was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from ecgjax.data import pipeline
+from ecgjax.train.checkpoint import Checkpointer
+
+
+def jit_train_step(step_fn: Callable, mesh: Mesh, state_sharding=None):
+  """jit with the state replicated (donated), the batch split over 'data'."""
+  state_sharding = state_sharding or pipeline.replicated(mesh)
+  return jax.jit(step_fn,
+                 in_shardings=(state_sharding, pipeline.batch_sharding(mesh), pipeline.replicated(mesh)),
+                 out_shardings=(state_sharding, pipeline.replicated(mesh)),
+                 donate_argnums=0)
+
+
+def replicate(tree, mesh: Mesh):
+  return jax.device_put(tree, pipeline.replicated(mesh))
+
+
+def _write_jsonl(path: str | None, record: Mapping):
+  if path is None or jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def fit(state, train_step: Callable, data_iter, *, num_steps: int, mesh: Mesh, key: jax.Array,
+        checkpointer: Checkpointer | None = None, log_every: int = 50,
+        metrics_path: str | None = None, desc: str = "train",
+        lr_fn: Callable[[int], float] | None = None, stop_after: int | None = None,
+        progress: bool = True):
+  """Runs `train_step` until `num_steps`, resuming from `checkpointer` if it has a step.
+
+  stop_after: stop (with a checkpoint) once this many steps are done in total;
+  used to simulate an interrupted run in tests.
+  Returns the final state (replicated on `mesh`).
+  """
+  start = 0
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    start = checkpointer.latest_step()
+    state = checkpointer.restore(state, data_iter, sharding=pipeline.replicated(mesh))
+  else:
+    state = replicate(state, mesh)
+  key = replicate(key, mesh)
+  end = num_steps if stop_after is None else min(num_steps, stop_after)
+  bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step",
+             disable=not progress or jax.process_index() != 0)
+  t_last, steps_last = time.perf_counter(), start
+  try:
+    for step in range(start, end):
+      batch = pipeline.shard_batch(next(data_iter), mesh)
+      state, metrics = train_step(state, batch, key)
+      done = step + 1
+      if done % log_every == 0 or done == end:
+        metrics = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        metrics["steps_per_s"] = (done - steps_last) / max(now - t_last, 1e-9)
+        t_last, steps_last = now, done
+        if lr_fn is not None:
+          metrics["lr"] = float(lr_fn(step))
+        _write_jsonl(metrics_path, {"stage": desc, "step": done, **metrics})
+        bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
+      if checkpointer is not None:
+        checkpointer.save(done, state, data_iter, force=done == end)
+      bar.update(1)
+  finally:
+    bar.close()
+    if checkpointer is not None:
+      checkpointer.wait()
+  return state
+
+
+def read_metrics(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
