@@ -1,0 +1,361 @@
+"""Table 1 and Figures 1-2 of the policy survey from a workdir of TSTR runs (SPEC 5).
+
+Reads `<workdir>/tstr/<policy>/seed_<s>/metrics.json` (and, for the blend
+experiment, `<workdir>/blend/frac_<f>/seed_<s>/metrics.json`) and aggregates
+over whatever seeds are there: a sweep that is still running, or one where a
+seed was lost, still gives a report, and the `seeds` column says how many runs
+each row rests on. The spread is the sample standard deviation (ddof=1), the
+paper's "±"; it is undefined (NaN) for a single seed, which the table prints as
+a bare mean, as the paper does.
+
+No jax here: a report is made on a laptop from a copied workdir.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from ecgjax.errors import ConfigError  # noqa: E402
+
+# Table 1's rows, grouped by failure mode (paper section 5), in the paper's order.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Reference": ("real_subset", "real_matched"),
+    "Class": ("uniform_class", "rare_boost", "rare_oversample_3x"),
+    "Demographic": ("demo_strat", "demo_balanced", "synth_cond"),
+    "Filter": ("qfilter_matched", "qstrat_matched", "iter_relabel"),
+    "Diversity": ("diversity_oversample", "prototype"),
+}
+OTHER = "Other"  # policies found in a workdir that Table 1 does not name
+POLICY_ORDER = tuple(p for ps in GROUPS.values() for p in ps)
+GROUP_OF = {p: g for g, ps in GROUPS.items() for p in ps}
+CEILING, BASELINE = "real_subset", "real_matched"
+ROLE = {CEILING: "ceiling", BASELINE: "baseline"}
+BUCKETS = ("common", "moderate", "rare")
+COLUMNS = ["group", "policy", "macro", "macro_std", *BUCKETS, "seeds"]
+DDOF = 1  # sample std over seeds, as the paper's ±
+GROUP_COLORS = {"Reference": "tab:gray", "Class": "tab:blue", "Demographic": "tab:orange",
+                "Filter": "tab:green", "Diversity": "tab:purple", OTHER: "tab:brown"}
+
+_REQUIRED = {"policy": str, "seed": int, "macro_auroc": (int, float), "buckets": dict}
+_LAYOUT = {"tstr": ("tstr", "*", "seed_*", "metrics.json"),
+           "blend": ("blend", "frac_*", "seed_*", "metrics.json")}
+
+
+class SkippedRunWarning(UserWarning):
+  """A metrics.json that could not be used; the message names the file and why."""
+
+
+def collect(workdir: str, kind: str = "tstr") -> list[dict]:
+  """Every readable run of one experiment in `workdir`, sorted by (policy or fraction, seed).
+
+  kind: "tstr" (Table 1, Figure 1) or "blend" (Figure 2). A run is its
+  metrics.json as a dict plus `path`. A file that is not JSON, lacks a field
+  the report needs, or disagrees with its directory name (a copy in the wrong
+  place) is skipped with a `SkippedRunWarning` naming it: one bad file must not
+  cost the report of a whole sweep.
+  """
+  if kind not in _LAYOUT:
+    raise ValueError(f"kind must be one of {sorted(_LAYOUT)}, got {kind!r}")
+  runs = []
+  for path in sorted(glob.glob(os.path.join(workdir, *_LAYOUT[kind]))):
+    try:
+      runs.append(_read_run(path, kind))
+    except (OSError, ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+      warnings.warn(f"skipping {path}: {e}", SkippedRunWarning, stacklevel=2)
+  key = (lambda r: (r["policy"], r["seed"])) if kind == "tstr" else (lambda r: (r["real_fraction"], r["seed"]))
+  return sorted(runs, key=key)
+
+
+def _read_run(path: str, kind: str) -> dict:
+  with open(path, encoding="utf-8") as f:
+    run = json.load(f)
+  if not isinstance(run, dict):
+    raise ValueError(f"expected a JSON object, got {type(run).__name__}")
+  required = dict(_REQUIRED, real_fraction=(int, float)) if kind == "blend" else _REQUIRED
+  missing = [k for k in required if k not in run]
+  if missing:
+    raise ValueError(f"partial file, missing {', '.join(missing)}")
+  for k, types in required.items():
+    if not isinstance(run[k], types) or isinstance(run[k], bool):
+      raise ValueError(f"field {k!r} is {run[k]!r}, not {_type_names(types)}")
+  if not math.isfinite(run["macro_auroc"]):
+    raise ValueError(f"macro_auroc is {run['macro_auroc']}")
+  seed_dir = os.path.basename(os.path.dirname(path))
+  if seed_dir != f"seed_{run['seed']}":
+    raise ValueError(f"seed {run['seed']} does not match its directory {seed_dir}")
+  parent = os.path.basename(os.path.dirname(os.path.dirname(path)))
+  if kind == "tstr" and parent != run["policy"]:
+    raise ValueError(f"policy {run['policy']!r} does not match its directory {parent!r}")
+  if kind == "blend" and not 0.0 <= run["real_fraction"] <= 1.0:
+    raise ValueError(f"real_fraction {run['real_fraction']} is outside [0, 1]")
+  run["buckets"] = {b: _number_or_nan(run["buckets"].get(b)) for b in BUCKETS}
+  run["path"] = path
+  return run
+
+
+def _type_names(types) -> str:
+  return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def _number_or_nan(x) -> float:
+  """A bucket with no evaluable code is stored as null; it averages as missing."""
+  return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
+
+
+def _mean_std(values) -> tuple[float, float]:
+  """Mean and sample std (ddof=1) over the finite values; std is NaN below two."""
+  v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
+  mean = float(v.mean()) if v.size else math.nan
+  std = float(v.std(ddof=DDOF)) if v.size > DDOF else math.nan
+  return mean, std
+
+
+def table1(runs: list[dict]) -> pd.DataFrame:
+  """One row per policy present, in the paper's order, unknown policies last as "Other".
+
+  macro and the bucket columns are means over seeds; a bucket that is null in
+  some seeds is averaged over the seeds that have it. macro_std uses ddof=1.
+  """
+  by_policy: dict[str, list[dict]] = {}
+  for r in runs:
+    by_policy.setdefault(r["policy"], []).append(r)
+  known = [p for p in POLICY_ORDER if p in by_policy]
+  other = sorted(p for p in by_policy if p not in GROUP_OF)
+  rows = []
+  for p in known + other:
+    rs = by_policy[p]
+    macro, macro_std = _mean_std(r["macro_auroc"] for r in rs)
+    buckets = {b: _mean_std(_number_or_nan(r["buckets"].get(b)) for r in rs)[0] for b in BUCKETS}
+    rows.append({"group": GROUP_OF.get(p, OTHER), "policy": p, "macro": macro, "macro_std": macro_std,
+                 **buckets, "seeds": len({r["seed"] for r in rs})})
+  return pd.DataFrame(rows, columns=COLUMNS).astype({"seeds": int})
+
+
+def blend_table(blend_runs: list[dict]) -> pd.DataFrame:
+  """Macro AUROC per real fraction: mean, sample std (ddof=1), seed count."""
+  by_frac: dict[float, list[float]] = {}
+  for r in blend_runs:
+    by_frac.setdefault(float(r["real_fraction"]), []).append(r["macro_auroc"])
+  rows = [{"real_fraction": f, "macro": m, "macro_std": s, "seeds": len(v)}
+          for f, v in sorted(by_frac.items()) for m, s in [_mean_std(v)]]
+  return pd.DataFrame(rows, columns=["real_fraction", "macro", "macro_std", "seeds"])
+
+
+def format_macro(mean: float, std: float, seeds: int) -> str:
+  """`0.8845±0.012` over several seeds, a bare `0.9070` for one (paper, Table 1)."""
+  if not math.isfinite(mean):
+    return "n/a"
+  if seeds > 1 and math.isfinite(std):
+    return f"{mean:.4f}±{std:.3f}"
+  return f"{mean:.4f}"
+
+
+def _synth_best(df: pd.DataFrame) -> dict[str, object]:
+  """Row label of the best synthetic-only mean per column (the paper's bold)."""
+  synth = df[df["group"] != "Reference"]
+  best = {}
+  for col in ("macro", *BUCKETS):
+    vals = synth[col].astype(float)
+    if vals.notna().any():
+      best[col] = vals.idxmax()
+  return best
+
+
+def to_markdown(df: pd.DataFrame, bold_best: bool = True) -> str:
+  """Table 1 as a GitHub Markdown table.
+
+  bold_best: bold the strongest synthetic-only mean of each column, as the
+  paper does; the reference rows (real data) are not candidates.
+  """
+  best = _synth_best(df) if bold_best else {}
+  bold = lambda text, col, i: f"**{text}**" if best.get(col) == i and text != "n/a" else text
+  lines = ["| Group | Policy | Macro | Common | Moderate | Rare | seeds |",
+           "| --- | --- | --- | --- | --- | --- | ---: |"]
+  for i, r in df.iterrows():
+    name = f"`{r['policy']}`" + (f" ({ROLE[r['policy']]})" if r["policy"] in ROLE else "")
+    macro = bold(format_macro(r["macro"], r["macro_std"], int(r["seeds"])), "macro", i)
+    cells = [bold(f"{r[b]:.4f}" if math.isfinite(r[b]) else "n/a", b, i) for b in BUCKETS]
+    lines.append(f"| {r['group']} | {name} | {macro} | {' | '.join(cells)} | {int(r['seeds'])} |")
+  return "\n".join(lines) + "\n"
+
+
+def atomic_write(path: str, write, mode: str = "w") -> str:
+  """Writes through a temp file in the same directory and renames it into place.
+
+  A killed report never leaves a half-written table or PNG for a reader to
+  mistake for a finished one (SPEC 7).
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+  try:
+    with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def to_csv(df: pd.DataFrame, path: str) -> str:
+  """Full-precision numbers, empty cells for NaN (one seed's std, a missing bucket)."""
+  return atomic_write(path, lambda f: df.to_csv(f, index=False), mode="w")
+
+
+def _save(fig, path: str) -> str:
+  try:
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
+  finally:
+    plt.close(fig)
+
+
+def _reference_line(ax, df: pd.DataFrame, policy: str, style: str, color: str) -> Line2D | None:
+  row = df[df["policy"] == policy]
+  if row.empty or not math.isfinite(row["macro"].iloc[0]):
+    return None
+  r = row.iloc[0]
+  seeds = int(r["seeds"])
+  label = (f"{policy} {ROLE[policy]} ({format_macro(r['macro'], r['macro_std'], seeds)}, "
+           f"{seeds} seed{'s' if seeds > 1 else ''})")
+  return ax.axhline(r["macro"], ls=style, color=color, lw=1.2, label=label, zorder=1)
+
+
+def _zoom(ax, lo: np.ndarray, hi: np.ndarray) -> None:
+  """AUROCs of competing policies differ in the second decimal: zoom the y axis to them."""
+  lo, hi = np.nanmin(lo), np.nanmax(hi)
+  pad = max(0.1 * (hi - lo), 0.005)
+  ax.set_ylim(max(0.0, lo - 3 * pad), min(1.0, hi + 2 * pad))
+
+
+def figure1(df: pd.DataFrame, path: str) -> str:
+  """Macro TSTR by policy, coloured by failure-mode group (paper Figure 1).
+
+  Error bars (1 sigma, ddof=1) only where a row has more than one seed; the
+  seed count is printed in each bar so a bar without one is not mistaken for
+  a precise one. Dashed: real_matched baseline; dotted: real_subset ceiling.
+  """
+  if df.empty:
+    raise ValueError("figure1: the table has no rows")
+  x = np.arange(len(df))
+  macro = df["macro"].to_numpy(float)
+  std = np.where(df["seeds"].to_numpy() > 1, df["macro_std"].to_numpy(float), np.nan)
+  fig, ax = plt.subplots(figsize=(max(7.0, 0.55 * len(df) + 5.0), 4.8))
+  lo, hi = macro - np.nan_to_num(std), macro + np.nan_to_num(std)
+  _zoom(ax, lo, hi)
+  bottom = ax.get_ylim()[0]
+  ax.bar(x, macro - bottom, bottom=bottom, color=[GROUP_COLORS[g] for g in df["group"]],
+         edgecolor="black", lw=0.5, zorder=2)
+  has = np.isfinite(std)
+  ax.errorbar(x[has], macro[has], yerr=std[has], fmt="none", ecolor="black", capsize=3, lw=1, zorder=3)
+  for xi, n in zip(x, df["seeds"]):  # inside the bar's foot, clear of error bars and reference lines
+    ax.annotate(f"n={n}", (xi, bottom), xytext=(0, 3), textcoords="offset points", ha="center",
+                va="bottom", fontsize=7, color="white", fontweight="bold", zorder=4)
+  lines = [ln for ln in (_reference_line(ax, df, BASELINE, "--", "black"),
+                         _reference_line(ax, df, CEILING, ":", "black")) if ln is not None]
+  ax.set_xticks(x, df["policy"], rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
+  ax.set_xlim(-0.6, len(df) - 0.4)
+  ax.set_ylabel("macro AUROC (TSTR, real test fold)")
+  ax.set_title("Macro TSTR by sampling policy")
+  groups = list(dict.fromkeys(df["group"]))
+  handles = [Patch(facecolor=GROUP_COLORS[g], edgecolor="black", lw=0.5, label=g) for g in groups] + lines
+  ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+  ax.grid(axis="y", lw=0.3, alpha=0.5, zorder=0)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def figure2(blend_runs: list[dict], path: str) -> str:
+  """Macro TSTR vs real fraction of a fixed-size real+synth mix (paper Figure 2, section 6).
+
+  1 sigma error bars (ddof=1) where a fraction has several seeds; dashed line
+  at the pure-synthetic mean (fraction 0), dotted at the pure-real ceiling
+  (fraction 1) when those points were run.
+  """
+  bt = blend_table(blend_runs)
+  if bt.empty:
+    raise ValueError("figure2: no blend runs")
+  frac = bt["real_fraction"].to_numpy(float)
+  macro, std = bt["macro"].to_numpy(float), bt["macro_std"].to_numpy(float)
+  fig, ax = plt.subplots(figsize=(6.0, 4.2))
+  ax.plot(100 * frac, macro, "o-", color="tab:blue", lw=1.2, label="real + synthetic blend", zorder=3)
+  has = np.isfinite(std)
+  ax.errorbar(100 * frac[has], macro[has], yerr=std[has], fmt="none", ecolor="tab:blue", capsize=3, zorder=3)
+  for f, m, s, n in zip(frac, macro, np.nan_to_num(std), bt["seeds"]):
+    ax.annotate(f"n={n}", (100 * f, m + s), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
+  for f, style, what in ((0.0, "--", "pure synthetic"), (1.0, ":", "pure real (ceiling)")):
+    at = bt[np.isclose(frac, f)]
+    if not at.empty:
+      ax.axhline(at["macro"].iloc[0], ls=style, color="black", lw=1.1, zorder=1,
+                 label=f"{what} ({at['macro'].iloc[0]:.4f})")
+  _zoom(ax, macro - np.nan_to_num(std), macro + np.nan_to_num(std))
+  ax.set_xlim(-5, 105)
+  ax.set_xlabel("real fraction of the training set (%)")
+  ax.set_ylabel("macro AUROC (real test fold)")
+  ax.set_title("Macro TSTR vs real fraction at fixed total n")
+  ax.legend(fontsize=8, loc="lower right")
+  ax.grid(lw=0.3, alpha=0.5, zorder=0)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def _collect(workdir: str) -> tuple[list[dict], list[dict], int]:
+  """Both experiments' runs; skipped files are reported on stderr as one line each."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", SkippedRunWarning)
+    tstr, blend = collect(workdir, "tstr"), collect(workdir, "blend")
+  for w in caught:
+    print(f"warning: {w.message}", file=sys.stderr)
+  return tstr, blend, len(caught)
+
+
+def make_report(workdir: str, out: str | None = None, bold_best: bool = True) -> dict[str, str]:
+  """Writes Table 1, Figure 1 and (with blend runs) Figure 2 under `out`; returns {name: path}.
+
+  The table and the blend summary are printed; skipped files are printed to
+  stderr. Raises ConfigError naming the workdir and the expected layout when
+  there is nothing to report: an empty report would look like a finished one.
+  """
+  tstr, blend, skipped = _collect(workdir)
+  if not tstr and not blend:
+    where = f"{workdir} does not exist" if not os.path.isdir(workdir) else f"no runs found in {workdir}"
+    also = f" ({skipped} file(s) skipped, see the warnings above)" if skipped else ""
+    tstr_layout = os.path.join(workdir, "tstr", "<policy>", "seed_<s>", "metrics.json")
+    blend_layout = os.path.join(workdir, "blend", "frac_<f>", "seed_<s>", "metrics.json")
+    raise ConfigError(f"{where}{also}: expected {tstr_layout} (from python -m experiments.tstr) "
+                      f"or {blend_layout}")
+  out = out or os.path.join(workdir, "report")
+  written = {}
+  if tstr:
+    df = table1(tstr)
+    md = to_markdown(df, bold_best=bold_best)
+    written["table1.md"] = atomic_write(os.path.join(out, "table1.md"), lambda f: f.write(md))
+    written["table1.csv"] = to_csv(df, os.path.join(out, "table1.csv"))
+    written["figure1.png"] = figure1(df, os.path.join(out, "figure1.png"))
+    print(md)
+  else:
+    print(f"no TSTR runs under {os.path.join(workdir, 'tstr')}: Table 1 and Figure 1 not written")
+  if blend:
+    bt = blend_table(blend)
+    written["blend.csv"] = to_csv(bt, os.path.join(out, "blend.csv"))
+    written["figure2.png"] = figure2(blend, os.path.join(out, "figure2.png"))
+    print(bt.to_string(index=False, float_format=lambda v: f"{v:.4f}"), end="\n\n")
+  else:
+    print(f"no blend runs under {os.path.join(workdir, 'blend')}: Figure 2 not written")
+  return written
