@@ -29,11 +29,18 @@ DISTRIBUTED = flags.DEFINE_enum(
 _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
 
 
+def _launched_multihost() -> bool:
+  """A coordinator in the environment, or a Cloud TPU VM (its chips are /dev/accel* or
+  /dev/vfio devices; jax.distributed.initialize() reads the slice from the metadata server)."""
+  if any(v in os.environ for v in _MULTIHOST_ENV) or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+    return True
+  return os.path.exists("/dev/accel0") or (os.path.isdir("/dev/vfio") and
+                                           bool(os.environ.get("TPU_ACCELERATOR_TYPE")))
+
+
 def start() -> tuple:
   """Initialises multi-host JAX if asked or detected; returns (config, mesh)."""
-  want = DISTRIBUTED.value == "on" or (
-      DISTRIBUTED.value == "auto" and (any(v in os.environ for v in _MULTIHOST_ENV)
-                                       or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")))
+  want = DISTRIBUTED.value == "on" or (DISTRIBUTED.value == "auto" and _launched_multihost())
   if want:
     jax.distributed.initialize()
     logging.info("process %d of %d", jax.process_index(), jax.process_count())

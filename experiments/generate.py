@@ -41,14 +41,9 @@ def generate(cfg, mesh, ds, workdir, n, out, seed, shard_size, stop_after_shards
     raise ConfigError(f"--n must be a positive integer, got {n}")
   gen = gen_lib.load(workdir, cfg, ds.content_key)
   cond, labels, rows = real_matched_draw(ds, n, seed)
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-  s = cfg.sample
-  fn = lambda c, start: gen.generate(c, key, mesh=mesh, num_steps=s.num_steps, cfg_scale=s.cfg_scale,
-                                     eta=s.eta, batch_size=s.batch_size, start=start)
-  identity = {"generator": gen_lib.generator_meta(cfg, ds.content_key)["fingerprint"],
-              "num_steps": s.num_steps, "cfg_scale": s.cfg_scale, "eta": s.eta}
-  return cohort.write_cohort(fn, cond, labels, rows, out, seed=seed, shard_size=shard_size,
-                             identity=identity, stop_after_shards=stop_after_shards, progress=progress)
+  return cohort.generate_cohort(gen, cfg.sample, mesh, cond, labels, rows, out, seed=seed,
+                                shard_size=shard_size, stop_after_shards=stop_after_shards,
+                                progress=progress)
 
 
 def main(argv):

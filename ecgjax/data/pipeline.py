@@ -95,13 +95,29 @@ def eval_dataset(
   return ds.batch(local, drop_remainder=True)
 
 
+def process0_decides(value: np.ndarray) -> np.ndarray:
+  """Process 0's value on every process (multi-host); the value itself on one host.
+
+  Decisions made from files (is this seed finished? which shards remain?)
+  must agree across processes, or their collectives deadlock; only process 0
+  writes those files, so its view is the one that counts.
+  """
+  if jax.process_count() == 1:
+    return np.asarray(value)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(value)))
+
+
 def make_mesh(num_devices: int | None = None) -> Mesh:
   """A 1-D ('data',) mesh over the first `num_devices` devices (default: all)."""
   devices = jax.devices()
   n = len(devices) if num_devices is None else num_devices
   if not 1 <= n <= len(devices):
     raise ValueError(f"num_devices={num_devices}: {len(devices)} devices are available")
-  return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n])
+  # Auto axes: the compiler propagates shardings (GSPMD), so model code needs
+  # no sharding annotations; jax.make_mesh defaults to Explicit axes otherwise.
+  return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n],
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

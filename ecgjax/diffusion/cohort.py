@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
 
 MANIFEST = "manifest.json"
@@ -86,7 +87,9 @@ def write_cohort(generate_fn, cond: np.ndarray, labels: np.ndarray, rows: np.nda
   done = {s["start"] for s in manifest["shards"]
           if os.path.isfile(os.path.join(out_dir, s["file"]))}
   manifest["shards"] = [s for s in manifest["shards"] if s["start"] in done]
-  todo = [s for s in range(0, n, shard_size) if s not in done]
+  starts = np.arange(0, n, shard_size)
+  missing = pipeline.process0_decides(np.array([s not in done for s in starts]))
+  todo = [int(s) for s in starts[missing]]
   bar = tqdm(total=n, initial=n - sum(min(shard_size, n - s) for s in todo), unit="ecg",
              desc=f"generating {os.path.basename(out_dir)}",
              disable=not progress or jax.process_index() != 0)
@@ -116,6 +119,21 @@ def write_cohort(generate_fn, cond: np.ndarray, labels: np.ndarray, rows: np.nda
   manifest["last_run"] = {"generated": made, "seconds": elapsed,
                           "samples_per_s": made / elapsed if made else None}
   return manifest
+
+
+def generate_cohort(gen, sample_cfg, mesh, cond, labels, rows, out_dir: str, *, seed: int,
+                    shard_size: int | None = None, stop_after_shards: int | None = None,
+                    progress: bool = True) -> dict:
+  """`write_cohort` with a trained generator: sample i keyed by fold_in(fold_in(PRNGKey(seed), 1), i)."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+  s = sample_cfg
+  fn = lambda c, start: gen.generate(c, key, mesh=mesh, num_steps=s.num_steps, cfg_scale=s.cfg_scale,
+                                     eta=s.eta, batch_size=s.batch_size, start=start)
+  identity = {"generator": gen.fingerprint, "num_steps": s.num_steps, "cfg_scale": s.cfg_scale,
+              "eta": s.eta}
+  return write_cohort(fn, np.asarray(cond, np.float32), np.asarray(labels), np.asarray(rows), out_dir,
+                      seed=seed, shard_size=shard_size or max(s.batch_size, 1024), identity=identity,
+                      stop_after_shards=stop_after_shards, progress=progress)
 
 
 def read_cohort(out_dir: str) -> dict[str, np.ndarray]:

@@ -57,6 +57,7 @@ class Generator:
   unet: UNet
   schedule: Schedule
   params: dict  # {'vae', 'unet' (EMA weights), 'latent_scale', 'signal_mean', 'signal_std'}
+  fingerprint: str = ""  # of the config that shaped it; names the generator in cohort manifests
   _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
   _placed: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -164,4 +165,5 @@ def load(workdir: str, cfg, content_key: str | None = None) -> Generator:
   params = ckpt.restore(param_template(gen), sharding=cpu)
   ckpt.close()
   gen.params = params
+  gen.fingerprint = meta["fingerprint"]
   return gen
