@@ -29,7 +29,8 @@ def get_config(preset: str = "mini") -> ConfigDict:
   c.vae = ConfigDict(dict(VAE_PAPER if paper else VAE_MINI))
   c.unet = ConfigDict(dict(UNET_PAPER if paper else UNET_MINI))
   c.unet.cond_embedding = "linear"  # or "nle" (SSSD-ECG-nle label table)
-  c.diffusion = ConfigDict(dict(num_timesteps=1000, schedule="linear", p_uncond=0.1))
+  # v-prediction: stable x0 at the terminal timesteps (see diffusion/loss.py).
+  c.diffusion = ConfigDict(dict(num_timesteps=1000, schedule="linear", p_uncond=0.1, prediction="v"))
   c.train_vae = ConfigDict(dict(
       steps=20_000 if paper else 500, batch_size=128 if paper else 32,
       learning_rate=2e-4 if paper else 2e-3, weight_decay=1e-4, kl_weight=1e-4,

@@ -416,3 +416,23 @@ def test_diffusion_loss_drop_fraction_and_grad():
   # x0 = 0: x_t = sqrt(1-a) eps, eps_hat = p x_t; loss and grad are finite.
   loss, grad = jax.value_and_grad(lambda p: fn(p, jax.random.key(1), 0.1)[0])(0.5)
   assert np.isfinite(float(loss)) and np.isfinite(float(grad)) and float(grad) < 0
+
+
+def test_v_prediction_target_converts_back_to_the_noise():
+  """eps_from_prediction inverts prediction_target: a perfect v-model is a perfect eps-model."""
+  from ecgjax.diffusion.loss import eps_from_prediction, prediction_target
+  sched = linear_schedule(1000)
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+  x0 = jax.random.normal(k1, (6, 4, 128)) * 2.0 + 0.5
+  noise = jax.random.normal(k2, x0.shape)
+  t = jnp.array([0, 1, 250, 500, 998, 999], jnp.int32)
+  x_t = q_sample(sched, x0, t, noise)
+  v = prediction_target(sched, x0, t, noise, "v")
+  np.testing.assert_allclose(eps_from_prediction(sched, v, x_t, t, "v"), noise, atol=2e-5)
+  np.testing.assert_array_equal(prediction_target(sched, x0, t, noise, "eps"), noise)
+  # At t = 999 an error of 0.1 in v moves the implied x0 by ~0.1; in eps it would be ~16.
+  sa, s1m = sched.sqrt_alphas_cumprod[999], sched.sqrt_one_minus_alphas_cumprod[999]
+  x0_from_v = sa * x_t[5] - s1m * (v[5] + 0.1)
+  assert float(jnp.abs(x0_from_v - x0[5]).max()) < 0.11
+  with pytest.raises(ValueError, match="prediction must be one of"):
+    prediction_target(sched, x0, t, noise, "x0")

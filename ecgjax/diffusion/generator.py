@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ecgjax import configs as configs_lib
 from ecgjax.diffusion import ddim
+from ecgjax.diffusion.loss import PREDICTIONS, eps_from_prediction
 from ecgjax.diffusion.schedule import Schedule, cosine_schedule, linear_schedule
 from ecgjax.errors import CheckpointError, ConfigError
 from ecgjax.models.embeddings import COND_DIM
@@ -38,9 +39,16 @@ def make_schedule(diffusion_cfg) -> Schedule:
 
 
 def denoise_fn(unet: UNet):
-  """Adapts `UNet.apply` to the sampler's `denoise_fn(params, x, t, cond, drop)`."""
+  """`UNet.apply` as `denoise_fn(params, x, t, cond, drop)`: the raw network output."""
   def fn(params, x, t, cond, drop):
     return unet.apply(params, x, t, cond, drop)
+  return fn
+
+
+def eps_fn(unet: UNet, schedule: Schedule, prediction: str):
+  """The network's output converted to eps, which the DDIM sampler and CFG work in."""
+  def fn(params, x, t, cond, drop):
+    return eps_from_prediction(schedule, unet.apply(params, x, t, cond, drop), x, t, prediction)
   return fn
 
 
@@ -56,6 +64,7 @@ class Generator:
   vae: VAE
   unet: UNet
   schedule: Schedule
+  prediction: str  # what the U-Net regresses: 'eps' or 'v'
   params: dict  # {'vae', 'unet' (EMA weights), 'latent_scale', 'signal_mean', 'signal_std'}
   fingerprint: str = ""  # of the config that shaped it; names the generator in cohort manifests
   _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -67,7 +76,7 @@ class Generator:
     return x * params["signal_std"][None, :, None] + params["signal_mean"][None, :, None]
 
   def sample_with_keys(self, params, cond, sample_keys, cfg_scale, eta, *, num_steps: int):
-    z = ddim.ddim_sample_with_keys(denoise_fn(self.unet), params["unet"], cond, sample_keys,
+    z = ddim.ddim_sample_with_keys(eps_fn(self.unet, self.schedule, self.prediction), params["unet"], cond, sample_keys,
                                    self.schedule, shape=LATENT_SHAPE, num_steps=num_steps,
                                    eta=eta, cfg_scale=cfg_scale)
     return self.decode(params, z)
@@ -120,8 +129,10 @@ def check_cond(cond) -> None:
 
 
 def build(cfg) -> Generator:
+  if cfg.diffusion.prediction not in PREDICTIONS:
+    raise ConfigError(f"--config.diffusion.prediction={cfg.diffusion.prediction!r}: use eps or v")
   return Generator(vae=VAE(**cfg.vae), unet=UNet(**cfg.unet), schedule=make_schedule(cfg.diffusion),
-                   params={})
+                   prediction=cfg.diffusion.prediction, params={})
 
 
 def param_template(gen: Generator) -> dict:

@@ -14,11 +14,46 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ecgjax.diffusion.schedule import Schedule, q_sample
+from ecgjax.diffusion.schedule import Schedule, broadcast_to_batch, q_sample
 
 # eps = denoise_fn(params, x, t, cond, drop); x (B, ...), t (B,) int32,
 # cond (B, C), drop (B,) bool (True: use the null condition).
 DenoiseFn = Callable[[Any, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+PREDICTIONS = ("eps", "v")
+
+
+def prediction_target(schedule: Schedule, x0, t, noise, prediction: str):
+  """What the network regresses: the noise eps, or v = sqrt(a) eps - sqrt(1 - a) x0.
+
+  v-prediction (Salimans & Ho 2022) keeps the implied x0 well conditioned at
+  the terminal timesteps, where eps-prediction divides its error by
+  sqrt(a_t) ~ 0.006 and a small network's samples blow up.
+  """
+  if prediction == "eps":
+    return noise
+  if prediction == "v":
+    sa = broadcast_to_batch(schedule.sqrt_alphas_cumprod[t], x0)
+    s1m = broadcast_to_batch(schedule.sqrt_one_minus_alphas_cumprod[t], x0)
+    return sa * noise - s1m * x0
+  raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def eps_from_prediction(schedule: Schedule, out, x_t, t, prediction: str):
+  """The network's output as an eps prediction, for the DDIM sampler and CFG.
+
+  eps = sqrt(1 - a) x_t + sqrt(a) v is affine in v with the same x_t for the
+  conditional and unconditional branches, so CFG on eps equals CFG on v.
+  """
+  if prediction == "eps":
+    return out
+  if prediction == "v":
+    t = jnp.broadcast_to(jnp.asarray(t), (x_t.shape[0],))
+    sa = broadcast_to_batch(schedule.sqrt_alphas_cumprod[t], x_t)
+    s1m = broadcast_to_batch(schedule.sqrt_one_minus_alphas_cumprod[t], x_t)
+    return s1m * x_t.astype(jnp.float32) + sa * out.astype(jnp.float32)
+  raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
 def diffusion_loss(
@@ -29,6 +64,7 @@ def diffusion_loss(
     key: jax.Array,
     schedule: Schedule,
     p_uncond: float = 0.1,
+    prediction: str = "eps",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean squared error between the denoiser's eps and the true noise.
 
@@ -61,9 +97,10 @@ def diffusion_loss(
   noise = jax.random.normal(k_noise, x0.shape, dtype=x0.dtype)
   drop = jax.random.bernoulli(k_drop, p_uncond, (batch,))
   x_t = q_sample(schedule, x0, t, noise)
-  eps = denoise_fn(params, x_t, t, cond, drop)
+  out = denoise_fn(params, x_t, t, cond, drop)
+  target = prediction_target(schedule, x0, t, noise, prediction)
   # The loss is reduced in float32 whatever the denoiser's compute dtype.
-  err = jnp.square(eps.astype(jnp.float32) - noise.astype(jnp.float32))
+  err = jnp.square(out.astype(jnp.float32) - target.astype(jnp.float32))
   mse = jnp.mean(err.reshape(batch, -1), axis=1)
   loss = jnp.mean(mse)
   aux = {"mse": mse, "t": t, "drop": drop,

@@ -51,13 +51,13 @@ def make_vae_step(vae: VAE, tx, kl_weight: float, mean, std):
   return step
 
 
-def make_unet_step(unet, tx, schedule, p_uncond: float, ema_decay: float):
+def make_unet_step(unet, tx, schedule, p_uncond: float, ema_decay: float, prediction: str = "v"):
   denoise = gen_lib.denoise_fn(unet)
 
   def step(state: TrainState, batch, key):
     key = jax.random.fold_in(key, state.step)
     (loss, aux), grads = jax.value_and_grad(diffusion_loss, argnums=1, has_aux=True)(
-        denoise, state.params, batch["z"], batch["cond"], key, schedule, p_uncond)
+        denoise, state.params, batch["z"], batch["cond"], key, schedule, p_uncond, prediction)
     new = state.apply_gradients(grads, tx, ema_decay=ema_decay)
     return new, {"loss": loss, "drop_frac": aux["drop_frac"]}
 
@@ -128,7 +128,7 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
   ckpt = Checkpointer(os.path.join(workdir, "generator", "unet"), meta=meta,
                       save_interval_steps=tcfg.checkpoint_every)
   step = loop.jit_train_step(make_unet_step(unet, tx, schedule, cfg.diffusion.p_uncond,
-                                            tcfg.ema_decay), mesh)
+                                            tcfg.ema_decay, cfg.diffusion.prediction), mesh)
   state = loop.fit(state, step, data, num_steps=tcfg.steps, mesh=mesh, key=jax.random.fold_in(key, 1),
                    checkpointer=ckpt, log_every=tcfg.log_every, desc="unet",
                    metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"), lr_fn=lr,
