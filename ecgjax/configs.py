@@ -43,9 +43,9 @@ def get_config(preset: str = "mini") -> ConfigDict:
                              batch_size=256 if paper else 64))
   # Downstream classifier (SPEC 3): one-cycle AdamW, best epoch on fold 9.
   c.classifier = ConfigDict(dict(
-      arch="xresnet1d50", epochs=30 if paper else 4, batch_size=128 if paper else 32,
+      arch="xresnet1d50", epochs=30 if paper else 8, batch_size=128 if paper else 32,
       learning_rate=1e-2, weight_decay=1e-2, seed=0))
-  c.tstr = ConfigDict(dict(n=8000 if paper else 256, min_test_positives=1,
+  c.tstr = ConfigDict(dict(n=8000 if paper else 1024, min_test_positives=1,
                            n_boot=1000 if paper else 200))
   return c
 

@@ -1,0 +1,174 @@
+"""The TSTR protocol (paper 000 section 3, SPEC 5): draw, generate, train, score.
+
+For a policy and seed s: draw with PRNGKey(s), generate the cohort (resumably,
+in <run>/cohort), train the classifier on it, select the epoch on real fold 9,
+score on real fold 10, and write <run>/metrics.json atomically. A run whose
+metrics.json exists is skipped. The blend (section 6) and TRTS share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+import ecgjax
+from ecgjax import policies as policies_lib
+from ecgjax.data import pipeline
+from ecgjax.diffusion import cohort
+from ecgjax.diffusion import generator as gen_lib
+from ecgjax.errors import ConfigError
+from ecgjax.eval import judge as judge_lib
+from ecgjax.eval import metrics
+from ecgjax.train import classifier as clf_lib
+
+METRICS = "metrics.json"
+
+
+def code_version() -> str:
+  try:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=os.path.dirname(__file__), timeout=5)
+    if rev.returncode == 0:
+      return f"{ecgjax.__version__}+g{rev.stdout.strip()}"
+  except (OSError, subprocess.SubprocessError):
+    pass
+  return ecgjax.__version__
+
+
+def write_json_atomic(path: str, obj) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=os.path.dirname(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=1, default=float)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def generate_signals(gen, cfg, mesh, draw_cond, labels, rows, out_dir, seed, progress=True):
+  """Generates (or finishes generating) a cohort in out_dir; returns its signals."""
+  cohort.generate_cohort(gen, cfg.sample, mesh, draw_cond, labels, rows, out_dir, seed=seed,
+                         progress=progress)
+  return cohort.read_cohort(out_dir)["signals"]
+
+
+class Harness:
+  """Everything a TSTR run needs, loaded once per process and shared by seeds."""
+
+  def __init__(self, cfg, mesh, ds, workdir, *, progress=True):
+    self.cfg, self.mesh, self.ds, self.workdir, self.progress = cfg, mesh, ds, workdir, progress
+    self.table = policies_lib.make_table(ds)
+    self._gen = None
+    self._judge = None
+
+  @property
+  def generator(self):
+    if self._gen is None:
+      self._gen = gen_lib.load(self.workdir, self.cfg, self.ds.content_key)
+    return self._gen
+
+  @property
+  def judge(self):
+    if self._judge is None:
+      self._judge = judge_lib.load(self.workdir, self.cfg)
+    return self._judge
+
+  def draw_signals(self, policy: str, key, n: int, run_dir: str, seed: int):
+    """(signals, labels, generator budget) of the training cohort of a policy."""
+    ds, table = self.ds, self.table
+    if policy == "real_subset":
+      draw = policies_lib.POLICIES["real_subset"](key, table, n)
+      rows = np.asarray(table.ds_rows)[np.asarray(draw.rows)]
+      return np.asarray(ds.signals[rows]), np.asarray(draw.labels), 0
+    if policy in policies_lib.POOL_FACTOR:
+      m = policies_lib.POOL_FACTOR[policy] * n
+      pool = policies_lib.POLICIES["real_matched"](jax.random.fold_in(key, 7), table, m)
+      signals = generate_signals(self.generator, self.cfg, self.mesh, pool.cond, pool.labels, pool.rows,
+                                 os.path.join(run_dir, "cohort"), seed, self.progress)
+      judge, thresholds = self.judge
+      logits = judge.predict(signals, self.mesh, logits=True)
+      draw = policies_lib.POLICIES[policy](key, table, n, pool=pool, judge_logits=logits,
+                                           judge_probs=1.0 / (1.0 + np.exp(-logits)), thresholds=thresholds)
+      return signals[np.asarray(draw.pool_index)], np.asarray(draw.labels), m
+    draw = policies_lib.POLICIES[policy](key, table, n)
+    signals = generate_signals(self.generator, self.cfg, self.mesh, draw.cond, draw.labels, draw.rows,
+                               os.path.join(run_dir, "cohort"), seed, self.progress)
+    return signals, np.asarray(draw.labels), n
+
+  def fit_and_score(self, signals, labels, seed, run_dir):
+    ds = self.ds
+    va, te = np.flatnonzero(ds.val_mask), np.flatnonzero(ds.test_mask)
+    val_signals, test_signals = np.asarray(ds.signals[va]), np.asarray(ds.signals[te])
+    clf = clf_lib.train_classifier(self.cfg.classifier, signals, labels, val_signals, ds.labels[va],
+                                   mesh=self.mesh, ckpt_dir=os.path.join(run_dir, "classifier"),
+                                   seed=seed, progress=self.progress)
+    summary = metrics.summarize(ds.labels[te], clf.predict(test_signals, self.mesh), ds.labels[va],
+                                clf.predict(val_signals, self.mesh), ds.labels[ds.train_mask],
+                                list(ds.codes), min_test_positives=self.cfg.tstr.min_test_positives,
+                                n_boot=self.cfg.tstr.n_boot, seed=seed)
+    return clf, summary
+
+  def run(self, policy: str, seed: int, *, n: int | None = None, kind: str = "tstr",
+          real_fraction: float | None = None) -> tuple[dict, bool]:
+    """One run; returns (metrics, skipped)."""
+    n = n or self.cfg.tstr.n
+    if kind == "blend":
+      run_dir = os.path.join(self.workdir, "blend", f"frac_{real_fraction:g}", f"seed_{seed}")
+    else:
+      run_dir = os.path.join(self.workdir, "tstr", policy, f"seed_{seed}")
+    path = os.path.join(run_dir, METRICS)
+    if pipeline.process0_decides(np.bool_(os.path.isfile(path))):
+      with open(path) as f:
+        return json.load(f), True
+    t0 = time.perf_counter()
+    key = jax.random.PRNGKey(seed)
+    if kind == "blend":
+      n_real = int(round(real_fraction * n))
+      parts = []
+      if n_real:
+        parts.append(self.draw_signals("real_subset", jax.random.fold_in(key, 1), n_real, run_dir, seed))
+      if n - n_real:
+        parts.append(self.draw_signals("real_matched", jax.random.fold_in(key, 2), n - n_real, run_dir, seed))
+      signals = np.concatenate([p[0] for p in parts])
+      labels = np.concatenate([p[1] for p in parts])
+      budget = sum(p[2] for p in parts)
+    else:
+      signals, labels, budget = self.draw_signals(policy, key, n, run_dir, seed)
+    t1 = time.perf_counter()
+    clf, summary = self.fit_and_score(signals, labels, seed, run_dir)
+    t2 = time.perf_counter()
+    record = {"policy": policy, "seed": seed, "n_train": int(len(signals)), "generator_budget": int(budget),
+              "macro_auroc": summary["macro_auroc"], "buckets": summary["buckets"],
+              "per_code": summary["per_code"], "n_evaluable": summary["n_evaluable"],
+              "best_epoch": clf.best_epoch, "val_macro_auroc": clf.val_auroc, "metrics": summary,
+              "config": self.cfg.to_dict(), "code_version": code_version(),
+              "data_key": self.ds.content_key,
+              "timings": {"draw_and_generate_s": t1 - t0, "classifier_s": t2 - t1, "total_s": t2 - t0}}
+    if real_fraction is not None:
+      record["real_fraction"] = real_fraction
+    if jax.process_index() == 0:
+      write_json_atomic(path, record)
+      # The cohort and classifier checkpoints only served resumption.
+      for sub in ("cohort", "classifier"):
+        shutil.rmtree(os.path.join(run_dir, sub), ignore_errors=True)
+    return record, False
+
+
+def parse_seeds(text: str) -> list[int]:
+  try:
+    seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+  except ValueError:
+    raise ConfigError(f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2") from None
+  if not seeds or any(s < 0 for s in seeds):
+    raise ConfigError(f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
+  return seeds

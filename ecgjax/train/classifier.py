@@ -1,0 +1,197 @@
+"""Training the XResNet1d classifier (TSTR classifier and judge; SPEC 3, 5).
+
+BCE on multi-hot labels, AdamW with a one-cycle schedule, batch sharded over
+the ('data',) mesh, and after every epoch the macro AUROC on the real
+validation fold (9): the best epoch's weights are kept. The whole run state
+(train state, best weights, data iterator) is checkpointed per epoch with
+orbax, so an interrupted run resumes and ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from ecgjax import configs as configs_lib
+from ecgjax.data import pipeline
+from ecgjax.errors import ConfigError
+from ecgjax.eval import metrics
+from ecgjax.models import xresnet1d
+from ecgjax.train import loop
+from ecgjax.train.checkpoint import Checkpointer, fingerprint
+from ecgjax.train.state import TrainState
+
+ARCHS = {"xresnet1d50": xresnet1d.xresnet1d50, "xresnet1d101": xresnet1d.xresnet1d101}
+
+
+def build_model(ccfg, num_classes: int = 71):
+  if ccfg.arch not in ARCHS:
+    raise ConfigError(f"--config.classifier.arch={ccfg.arch!r}: choose one of {', '.join(ARCHS)}")
+  return ARCHS[ccfg.arch](num_classes=num_classes)
+
+
+@dataclasses.dataclass
+class Classifier:
+  """A trained classifier: model, weights and its input standardisation."""
+  model: object
+  variables: dict  # {'params', 'batch_stats'}
+  mean: np.ndarray  # (12,) per-lead statistics of its training set
+  std: np.ndarray
+  best_epoch: int = -1
+  val_auroc: float = float("nan")
+
+  def predict(self, signals: np.ndarray, mesh: Mesh, batch_size: int = 256,
+              logits: bool = False) -> np.ndarray:
+    """Sigmoid probabilities (or logits) for (N, 12, 1000) signals, sharded over 'data'."""
+    return predict(self.model, self.variables, self.mean, self.std, signals, mesh, batch_size, logits)
+
+
+def _standardise(x, mean, std):
+  return (x - mean[None, :, None]) / std[None, :, None]
+
+
+def predict(model, variables, mean, std, signals, mesh, batch_size=256, logits=False):
+  n_dev = mesh.shape[pipeline.DATA_AXIS]
+  batch_size = max(n_dev, batch_size // n_dev * n_dev)
+  rep = NamedSharding(mesh, P())
+  fn = jax.jit(lambda v, x: model.apply(v, _standardise(x, mean, std), train=False),
+               in_shardings=(rep, pipeline.batch_sharding(mesh)), out_shardings=rep)
+  variables = jax.device_put(variables, rep)
+  out = np.zeros((len(signals), model.num_classes), np.float32)
+  for batch in pipeline.eval_dataset({"signal": signals}, global_batch_size=batch_size):
+    placed = pipeline.shard_batch({"signal": batch["signal"]}, mesh)
+    y = np.asarray(fn(variables, placed["signal"]))
+    keep = batch["mask"]
+    out[batch["index"][keep]] = y[keep]
+  return out if logits else 1.0 / (1.0 + np.exp(-out))
+
+
+def make_step(model, tx, mean, std):
+  mean, std = jnp.asarray(mean), jnp.asarray(std)
+
+  def step(state: TrainState, batch, key):
+    key = jax.random.fold_in(key, state.step)
+    x = _standardise(batch["signal"], mean, std)
+
+    def loss_fn(params):
+      logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                    train=True, mutable=["batch_stats"], rngs={"dropout": key})
+      loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+      return loss, updates["batch_stats"]
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return state.apply_gradients(grads, tx, batch_stats=stats), {"loss": loss}
+
+  return step
+
+
+def val_macro_auroc(y_true, y_prob) -> float:
+  """Macro AUROC over codes with a positive and a negative in the validation fold."""
+  auc = metrics.auroc_per_code(y_true, y_prob)
+  return float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+
+
+def train_classifier(ccfg, train_signals, train_labels, val_signals, val_labels, *, mesh: Mesh,
+                     ckpt_dir: str | None, seed: int, progress: bool = True,
+                     stop_after_epochs: int | None = None, desc: str = "classifier") -> Classifier:
+  """Trains for `ccfg.epochs` epochs; returns the best-on-validation classifier."""
+  n = len(train_signals)
+  batch = min(ccfg.batch_size, n)
+  batch -= batch % mesh.shape[pipeline.DATA_AXIS]
+  if batch <= 0:
+    raise ConfigError(f"classifier needs at least {mesh.shape[pipeline.DATA_AXIS]} training samples, got {n}")
+  steps_per_epoch = n // batch
+  total = steps_per_epoch * ccfg.epochs
+  mean = np.asarray(train_signals.mean(axis=(0, 2)), np.float32)
+  std = np.asarray(train_signals.std(axis=(0, 2)), np.float32) + 1e-6
+  model = build_model(ccfg, train_labels.shape[1])
+  lr = optax.cosine_onecycle_schedule(total, ccfg.learning_rate, pct_start=0.3)
+  tx = optax.adamw(lr, weight_decay=ccfg.weight_decay)
+  key = jax.random.PRNGKey(seed)
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(key)
+  state = TrainState.create(variables["params"], tx, batch_stats=variables["batch_stats"])
+  run = {"train": state, "best": {"params": variables["params"], "batch_stats": variables["batch_stats"]},
+         "best_auroc": np.float32(-1.0), "best_epoch": np.int32(-1)}
+  data = iter(pipeline.train_dataset({"signal": train_signals, "label": train_labels.astype(np.float32)},
+                                     global_batch_size=batch, seed=seed))
+  ckpt = None
+  if ckpt_dir is not None:
+    describe = {"classifier": configs_lib.describe(ccfg), "n": n, "seed": seed}
+    ckpt = Checkpointer(ckpt_dir, meta={"fingerprint": fingerprint(describe), "describe": describe},
+                        max_to_keep=1)
+  rep = pipeline.replicated(mesh)
+  start_epoch = 0
+  if ckpt is not None and ckpt.latest_step() is not None:
+    start_epoch = ckpt.latest_step()
+    run = ckpt.restore(run, data, sharding=rep)
+  run = jax.device_put(run, rep)
+  step = loop.jit_train_step(make_step(model, tx, mean, std), mesh)
+  key = jax.device_put(jax.random.fold_in(key, 1), rep)
+  end = ccfg.epochs if stop_after_epochs is None else min(ccfg.epochs, stop_after_epochs)
+  bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=desc, unit="step",
+             disable=not progress or jax.process_index() != 0)
+  try:
+    for epoch in range(start_epoch, end):
+      state = run["train"]
+      for _ in range(steps_per_epoch):
+        state, m = step(state, pipeline.shard_batch(next(data), mesh), key)
+        bar.update(1)
+      run["train"] = state
+      current = {"params": state.params, "batch_stats": state.batch_stats}
+      auc = val_macro_auroc(val_labels, predict(model, current, mean, std, val_signals, mesh))
+      bar.set_postfix(epoch=epoch + 1, loss=f"{float(m['loss']):.4f}", val_auroc=f"{auc:.4f}")
+      if np.isfinite(auc) and auc > float(run["best_auroc"]):
+        run["best"] = jax.tree.map(jnp.copy, current)
+        run["best_auroc"], run["best_epoch"] = np.float32(auc), np.int32(epoch)
+      if ckpt is not None:
+        ckpt.save(epoch + 1, run, data, force=True)
+  finally:
+    bar.close()
+    if ckpt is not None:
+      ckpt.wait()
+      ckpt.close()
+  best_epoch = int(run["best_epoch"])
+  chosen = run["best"] if best_epoch >= 0 else {"params": run["train"].params,
+                                                "batch_stats": run["train"].batch_stats}
+  return Classifier(model, jax.device_get(chosen), mean, std, best_epoch, float(run["best_auroc"]))
+
+
+def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
+  """Saves a trained classifier (weights, input statistics, extras) with orbax."""
+  describe = {"classifier": configs_lib.describe(ccfg)}
+  meta = {"fingerprint": fingerprint(describe), "describe": describe, "best_epoch": clf.best_epoch,
+          "val_auroc": clf.val_auroc}
+  tree = {"variables": clf.variables, "mean": clf.mean, "std": clf.std, **(extra or {})}
+  ckpt = Checkpointer(path, meta=meta, max_to_keep=1)
+  ckpt.save(0, tree, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+
+def load(path: str, ccfg, extra_template: dict | None = None) -> tuple[Classifier, dict]:
+  """The classifier exported at `path` (CheckpointError when missing or mismatched)."""
+  from ecgjax.errors import CheckpointError
+  if not os.path.isdir(path):
+    raise CheckpointError(f"no classifier checkpoint at {path}")
+  model = build_model(ccfg)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000)),
+                                                train=False))
+  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  template = {"variables": dict(variables), "mean": f32(12), "std": f32(12), **(extra_template or {})}
+  describe = {"classifier": configs_lib.describe(ccfg)}
+  ckpt = Checkpointer(path, meta={"fingerprint": fingerprint(describe), "describe": describe}, create=False)
+  meta = ckpt.read_meta()
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  tree = ckpt.restore(template, sharding=cpu)
+  ckpt.close()
+  tree = jax.device_get(tree)
+  clf = Classifier(model, tree.pop("variables"), tree.pop("mean"), tree.pop("std"),
+                   int(meta.get("best_epoch", -1)), float(meta.get("val_auroc", float("nan"))))
+  return clf, tree

@@ -1,0 +1,52 @@
+"""Real + synthetic blend at fixed n (paper 000 section 6, Figure 2).
+
+  python -m experiments.blend --fractions=0,0.25,0.5,0.75,1 --seeds=0 --preset=mini
+
+A fraction f of n comes from real train records (real_subset), 1 - f from
+real_matched synthetic samples. Writes
+<workdir>/blend/frac_<f>/seed_<s>/metrics.json (with `real_fraction`).
+"""
+
+from absl import flags
+
+from ecgjax import cli, errors
+from ecgjax.data import load_ptbxl
+from ecgjax.errors import ConfigError
+from ecgjax.eval import pipeline_setup, tstr
+from experiments.tstr import check_n, print_table
+
+_FRACTIONS = flags.DEFINE_string("fractions", "0,0.25,0.5,0.75,1", "Comma-separated real fractions in [0, 1].")
+_SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds.")
+_N = flags.DEFINE_integer("n", None, "Total training-set size; default: the preset's tstr.n.")
+
+
+def parse_fractions(text):
+  try:
+    fr = [float(f) for f in text.split(",") if f.strip()]
+  except ValueError:
+    raise ConfigError(f"--fractions={text!r}: expected comma-separated numbers in [0, 1]") from None
+  if not fr or any(not 0.0 <= f <= 1.0 for f in fr):
+    raise ConfigError(f"--fractions={text!r}: expected comma-separated numbers in [0, 1]")
+  return fr
+
+
+def main(argv):
+  del argv
+  fractions = parse_fractions(_FRACTIONS.value)
+  seeds = tstr.parse_seeds(_SEEDS.value)
+  n = check_n(_N.value)
+  cfg, mesh = cli.start()
+  ds = load_ptbxl(cli.DATA_DIR.value)
+  if any(f < 1 for f in fractions):
+    pipeline_setup.ensure_generator(cfg, mesh, ds, cli.WORKDIR.value)
+  harness = tstr.Harness(cfg, mesh, ds, cli.WORKDIR.value)
+  rows = []
+  for f in fractions:
+    for s in seeds:
+      record, skipped = harness.run(f"blend_{f:g}", s, n=n, kind="blend", real_fraction=f)
+      rows.append((record, skipped))
+  print_table(rows)
+
+
+if __name__ == "__main__":
+  errors.run(main)
