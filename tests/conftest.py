@@ -52,3 +52,30 @@ def make_ptbxl_root(dst, ecg_ids=None):
 @pytest.fixture
 def small_root(tmp_path):
   return make_ptbxl_root(tmp_path / "ptbxl")
+
+
+def tiny_cfg():
+  """The mini preset shrunk to a few steps, for tests."""
+  from ecgjax import configs
+  cfg = configs.get_config("mini")
+  cfg.train_vae.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
+  cfg.train_unet.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
+  cfg.sample.update(num_steps=2, batch_size=16)
+  return cfg
+
+
+def export_random_generator(cfg, ds, workdir):
+  """A generator with random weights, exported like a trained one (no training needed)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from ecgjax.diffusion import generator as gen_lib
+  gen = gen_lib.build(cfg)
+  params = {"vae": gen.vae.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000))),
+            "unet": gen.unet.init(jax.random.PRNGKey(1), jnp.zeros((1, 4, 128)), jnp.zeros((1,), jnp.int32),
+                                  jnp.zeros((1, 76)), jnp.zeros((1,), bool)),
+            "latent_scale": np.float32(1.0), "signal_mean": np.zeros(12, np.float32),
+            "signal_std": np.ones(12, np.float32)}
+  assert jax.tree.structure(gen_lib.param_template(gen)) == jax.tree.structure(params)
+  gen_lib.export(workdir, params, gen_lib.generator_meta(cfg, ds.content_key))
+  return workdir

@@ -18,15 +18,9 @@ from ecgjax.train import loop
 from ecgjax.train.state import TrainState, adamw
 from experiments import generate as generate_main
 
+from conftest import export_random_generator, tiny_cfg
+
 needs_8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (XLA_FLAGS in conftest.py)")
-
-
-def tiny_cfg():
-  cfg = configs.get_config("mini")
-  cfg.train_vae.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
-  cfg.train_unet.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
-  cfg.sample.update(num_steps=2, batch_size=16)
-  return cfg
 
 
 def _leaves_equal(a, b):
@@ -84,20 +78,8 @@ def test_training_resumes_exactly(ptbxl, tmp_path):
 
 @pytest.fixture(scope="module")
 def exported(ptbxl, tmp_path_factory):
-  """A generator with random weights, exported like a trained one (no training needed)."""
   cfg = tiny_cfg()
-  workdir = str(tmp_path_factory.mktemp("gen"))
-  template = gen_lib.param_template(gen_lib.build(cfg))
-  gen = gen_lib.build(cfg)
-  x = jnp.zeros((1, 12, 1000))
-  params = {"vae": gen.vae.init(jax.random.PRNGKey(0), x),
-            "unet": gen.unet.init(jax.random.PRNGKey(1), jnp.zeros((1, 4, 128)), jnp.zeros((1,), jnp.int32),
-                                  jnp.zeros((1, 76)), jnp.zeros((1,), bool)),
-            "latent_scale": np.float32(1.0), "signal_mean": np.zeros(12, np.float32),
-            "signal_std": np.ones(12, np.float32)}
-  assert jax.tree.structure(template) == jax.tree.structure(params)
-  gen_lib.export(workdir, params, gen_lib.generator_meta(cfg, ptbxl.content_key))
-  return cfg, workdir
+  return cfg, export_random_generator(cfg, ptbxl, str(tmp_path_factory.mktemp("gen")))
 
 
 def test_interrupted_generation_resumes_to_the_same_cohort(exported, ptbxl, tmp_path):

@@ -1,0 +1,58 @@
+"""Every one of the 13 policies through the TSTR harness at a tiny size, then the report."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ecgjax import policies
+from ecgjax.data import pipeline
+from ecgjax.eval import judge as judge_lib
+from ecgjax.eval import report, tstr
+from ecgjax.train import classifier as clf_lib
+
+from conftest import export_random_generator, tiny_cfg
+
+N = 16
+
+
+@pytest.fixture(scope="module")
+def harness(ptbxl, tmp_path_factory):
+  cfg = tiny_cfg()
+  cfg.classifier.update(epochs=1, batch_size=N)
+  cfg.tstr.update(n=N, n_boot=10)
+  workdir = str(tmp_path_factory.mktemp("all"))
+  export_random_generator(cfg, ptbxl, workdir)
+  # A random-weight judge: the policies only need its outputs to be well-formed.
+  model = clf_lib.build_model(cfg.classifier)
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(jax.random.PRNGKey(0))
+  clf = clf_lib.Classifier(model, jax.device_get(variables), np.zeros(12, np.float32), np.ones(12, np.float32))
+  clf_lib.export(judge_lib.path(workdir), clf, cfg.classifier, {"thresholds": np.full(71, 0.5, np.float32)})
+  return tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, workdir, progress=False)
+
+
+@pytest.mark.parametrize("policy", list(policies.POLICIES))
+def test_policy_runs_end_to_end(harness, policy):
+  record, skipped = harness.run(policy, 0)
+  assert not skipped
+  path = os.path.join(harness.workdir, "tstr", policy, "seed_0", "metrics.json")
+  stored = json.load(open(path))
+  assert stored["policy"] == policy and stored["n_train"] == N
+  expected_budget = 0 if policy == "real_subset" else policies.POOL_FACTOR.get(policy, 1) * N
+  assert stored["generator_budget"] == expected_budget
+  assert 0.0 <= stored["macro_auroc"] <= 1.0 and stored["n_evaluable"] > 0
+
+
+def test_report_over_all_policies(harness):
+  for policy in policies.POLICIES:
+    harness.run(policy, 0)  # finished above: skipped
+  out = os.path.join(harness.workdir, "report")
+  report.make_report(harness.workdir)
+  df = report.table1(report.collect(harness.workdir))
+  assert list(df["policy"]) == list(report.POLICY_ORDER) and sorted(report.POLICY_ORDER) == sorted(policies.POLICIES)
+  assert (df["seeds"] == 1).all()
+  for name in ("table1.md", "table1.csv", "figure1.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 0
