@@ -10,6 +10,7 @@ orbax, so an interrupted run resumes and ends where an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -57,17 +58,24 @@ def _standardise(x, mean, std):
   return (x - mean[None, :, None]) / std[None, :, None]
 
 
+@functools.lru_cache(maxsize=16)
+def _predict_fn(model, mesh: Mesh):
+  """One compiled eval function per (model, mesh), shared by every predict call."""
+  rep = NamedSharding(mesh, P())
+  return jax.jit(lambda v, m, s, x: model.apply(v, _standardise(x, m, s), train=False),
+                 in_shardings=(rep, rep, rep, pipeline.batch_sharding(mesh)), out_shardings=rep)
+
+
 def predict(model, variables, mean, std, signals, mesh, batch_size=256, logits=False):
   n_dev = mesh.shape[pipeline.DATA_AXIS]
   batch_size = max(n_dev, batch_size // n_dev * n_dev)
+  fn = _predict_fn(model, mesh)
   rep = NamedSharding(mesh, P())
-  fn = jax.jit(lambda v, x: model.apply(v, _standardise(x, mean, std), train=False),
-               in_shardings=(rep, pipeline.batch_sharding(mesh)), out_shardings=rep)
-  variables = jax.device_put(variables, rep)
+  variables, mean, std = jax.device_put((variables, jnp.asarray(mean), jnp.asarray(std)), rep)
   out = np.zeros((len(signals), model.num_classes), np.float32)
   for batch in pipeline.eval_dataset({"signal": signals}, global_batch_size=batch_size):
     placed = pipeline.shard_batch({"signal": batch["signal"]}, mesh)
-    y = np.asarray(fn(variables, placed["signal"]))
+    y = np.asarray(fn(variables, mean, std, placed["signal"]))
     keep = batch["mask"]
     out[batch["index"][keep]] = y[keep]
   return out if logits else 1.0 / (1.0 + np.exp(-out))
