@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 from absl import flags
 
-from ecgjax import cli, errors
+from ecgjax import cli, errors, fileio
 from ecgjax.data import load_ptbxl
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.eval import judge as judge_lib
@@ -53,7 +53,7 @@ def main(argv):
               "trtr_macro_auroc": trtr["macro_auroc"], "trtr_buckets": trtr["buckets"],
               "config": cfg.to_dict(), "code_version": tstr.code_version()}
     if cli.is_writer():
-      tstr.write_json_atomic(path, record)
+      fileio.write_json(path, record)
       shutil.rmtree(os.path.join(run_dir, "cohort"), ignore_errors=True)
     print(f"seed {seed}: TRTS macro AUROC {trts['macro_auroc']:.4f} vs TRTR {trtr['macro_auroc']:.4f} "
           f"over {trts['n_evaluable']} codes -> {path}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 
 import jax
@@ -21,21 +20,9 @@ from tqdm.auto import tqdm
 
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
+from ecgjax.fileio import atomic_write
 
 MANIFEST = "manifest.json"
-
-
-def _atomic_write(path: str, write) -> None:
-  directory = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def _digest(*arrays) -> str:
@@ -104,13 +91,12 @@ def write_cohort(generate_fn, cond: np.ndarray, labels: np.ndarray, rows: np.nda
       if jax.process_index() == 0:
         payload = dict(signals=signals, cond=cond[start:stop], labels=labels[start:stop],
                        rows=rows[start:stop], index=np.arange(start, stop))
-        _atomic_write(os.path.join(out_dir, name), lambda f: np.savez(f, **payload))
+        atomic_write(os.path.join(out_dir, name), lambda f: np.savez(f, **payload), mode="wb")
         manifest["shards"] = sorted(manifest["shards"] + [{"file": name, "start": start,
                                                            "count": stop - start}],
                                     key=lambda s: s["start"])
         manifest["complete"] = sum(s["count"] for s in manifest["shards"]) == n
-        _atomic_write(os.path.join(out_dir, MANIFEST),
-                      lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write(os.path.join(out_dir, MANIFEST), lambda f: json.dump(manifest, f, indent=1))
       made += stop - start
       bar.update(stop - start)
   finally:

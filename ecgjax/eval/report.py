@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 
 import matplotlib
@@ -30,7 +29,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from ecgjax.errors import ConfigError  # noqa: E402
+from ecgjax.errors import ConfigError
+from ecgjax.fileio import atomic_write
 
 # Table 1's rows, grouped by failure mode (paper section 5), in the paper's order.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -192,26 +192,6 @@ def to_markdown(df: pd.DataFrame, bold_best: bool = True) -> str:
     cells = [bold(f"{r[b]:.4f}" if math.isfinite(r[b]) else "n/a", b, i) for b in BUCKETS]
     lines.append(f"| {r['group']} | {name} | {macro} | {' | '.join(cells)} | {int(r['seeds'])} |")
   return "\n".join(lines) + "\n"
-
-
-def atomic_write(path: str, write, mode: str = "w") -> str:
-  """Writes through a temp file in the same directory and renames it into place.
-
-  A killed report never leaves a half-written table or PNG for a reader to
-  mistake for a finished one (SPEC 7).
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
 
 
 def to_csv(df: pd.DataFrame, path: str) -> str:

@@ -12,13 +12,13 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 
 import jax
 import numpy as np
 
 import ecgjax
+from ecgjax import fileio
 from ecgjax import policies as policies_lib
 from ecgjax.data import pipeline
 from ecgjax.diffusion import cohort
@@ -40,19 +40,6 @@ def code_version() -> str:
   except (OSError, subprocess.SubprocessError):
     pass
   return ecgjax.__version__
-
-
-def write_json_atomic(path: str, obj) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=os.path.dirname(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1, default=float)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def generate_signals(gen, cfg, mesh, draw_cond, labels, rows, out_dir, seed, progress=True):
@@ -157,7 +144,7 @@ class Harness:
     if real_fraction is not None:
       record["real_fraction"] = real_fraction
     if jax.process_index() == 0:
-      write_json_atomic(path, record)
+      fileio.write_json(path, record)
       # The cohort and classifier checkpoints only served resumption.
       for sub in ("cohort", "classifier"):
         shutil.rmtree(os.path.join(run_dir, sub), ignore_errors=True)
