@@ -56,3 +56,13 @@ def test_report_over_all_policies(harness):
   assert (df["seeds"] == 1).all()
   for name in ("table1.md", "table1.csv", "figure1.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0
+
+
+def test_blend_mixes_real_and_synthetic(harness):
+  record, skipped = harness.run("blend_0.25", 1, kind="blend", real_fraction=0.25)
+  assert not skipped and record["real_fraction"] == 0.25 and record["n_train"] == N
+  assert record["generator_budget"] == N - round(0.25 * N)  # only the synthetic part is generated
+  path = os.path.join(harness.workdir, "blend", "frac_0.25", "seed_1", "metrics.json")
+  assert json.load(open(path))["real_fraction"] == 0.25
+  runs = report.collect(harness.workdir, kind="blend")
+  assert [r["real_fraction"] for r in runs] == [0.25]
