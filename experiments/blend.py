@@ -13,7 +13,6 @@ from ecgjax import cli, errors
 from ecgjax.data import load_ptbxl
 from ecgjax.errors import ConfigError
 from ecgjax.eval import pipeline_setup, tstr
-from experiments.tstr import check_n, print_table
 
 _FRACTIONS = flags.DEFINE_string("fractions", "0,0.25,0.5,0.75,1", "Comma-separated real fractions in [0, 1].")
 _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds.")
@@ -34,7 +33,7 @@ def main(argv):
   del argv
   fractions = parse_fractions(_FRACTIONS.value)
   seeds = tstr.parse_seeds(_SEEDS.value)
-  n = check_n(_N.value)
+  n = tstr.check_n(_N.value)
   cfg, mesh = cli.start()
   ds = load_ptbxl(cli.DATA_DIR.value)
   if any(f < 1 for f in fractions):
@@ -45,7 +44,7 @@ def main(argv):
     for s in seeds:
       record, skipped = harness.run(f"blend_{f:g}", s, n=n, kind="blend", real_fraction=f)
       rows.append((record, skipped))
-  print_table(rows)
+  tstr.print_table(rows)
 
 
 if __name__ == "__main__":

@@ -30,27 +30,11 @@ def check_policy(name: str) -> str:
   return name
 
 
-def check_n(n):
-  if n is not None and n <= 0:
-    raise ConfigError(f"--n must be a positive integer, got {n}")
-  return n
-
-
-def print_table(rows):
-  print(f"{'policy':22s} {'seed':>4s} {'n':>6s} {'macro':>7s} {'common':>7s} {'moderate':>8s} {'rare':>7s}  codes")
-  fmt = lambda v: f"{v:.4f}" if v is not None else "   -  "
-  for r, skipped in rows:
-    b = r["buckets"]
-    print(f"{r['policy']:22s} {r['seed']:4d} {r['n_train']:6d} {fmt(r['macro_auroc']):>7s} "
-          f"{fmt(b['common']):>7s} {fmt(b['moderate']):>8s} {fmt(b['rare']):>7s}  {r['n_evaluable']}"
-          + ("  (finished earlier)" if skipped else ""))
-
-
 def main(argv):
   del argv
   policy = check_policy(_POLICY.value)
   seeds = tstr.parse_seeds(_SEEDS.value)
-  n = check_n(_N.value)
+  n = tstr.check_n(_N.value)
   cfg, mesh = cli.start()
   ds = load_ptbxl(cli.DATA_DIR.value)
   workdir = cli.WORKDIR.value
@@ -60,7 +44,7 @@ def main(argv):
     pipeline_setup.ensure_judge(cfg, mesh, ds, workdir)
   harness = tstr.Harness(cfg, mesh, ds, workdir)
   rows = [harness.run(policy, s, n=n) for s in seeds]
-  print_table(rows)
+  tstr.print_table(rows)
   print(f"metrics: {workdir}/tstr/{policy}/seed_<s>/metrics.json")
 
 

@@ -103,3 +103,17 @@ def test_paper_preset_without_generator_is_an_error(tmp_path):
   assert out.returncode == 1
   assert f"no trained generator in {tmp_path}" in out.stderr and "train_generator" in out.stderr
   assert not os.listdir(tmp_path)
+
+
+MAINS = ["data_summary", "bench_data", "train_generator", "generate", "train_judge", "tstr", "blend", "trts",
+         "report", "bench_xresnet", "bench_policies"]
+
+
+@pytest.mark.parametrize("main", MAINS)
+def test_every_entry_point_explains_its_flags(main):
+  """Imports each absl main (a flag defined twice fails here) and checks --helpfull."""
+  out = _cli(f"experiments.{main}", "--helpfull", timeout=60)
+  # absl's --helpfull exits with status 1 after printing; a broken import leaves a traceback.
+  assert "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert f"python -m experiments.{main}" in out.stdout  # the usage line of the module's docstring
+  assert "--helpfull" in out.stdout

@@ -85,7 +85,7 @@ class Harness:
       judge, thresholds = self.judge
       logits = judge.predict(signals, self.mesh, logits=True)
       draw = policies_lib.POLICIES[policy](key, table, n, pool=pool, judge_logits=logits,
-                                           judge_probs=1.0 / (1.0 + np.exp(-logits)), thresholds=thresholds)
+                                           judge_probs=0.5 * (1.0 + np.tanh(0.5 * logits)), thresholds=thresholds)
       return signals[np.asarray(draw.pool_index)], np.asarray(draw.labels), m
     draw = policies_lib.POLICIES[policy](key, table, n)
     signals = generate_signals(self.generator, self.cfg, self.mesh, draw.cond, draw.labels, draw.rows,
@@ -159,3 +159,19 @@ def parse_seeds(text: str) -> list[int]:
   if not seeds or any(s < 0 for s in seeds):
     raise ConfigError(f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
   return seeds
+
+
+def check_n(n):
+  if n is not None and n <= 0:
+    raise ConfigError(f"--n must be a positive integer, got {n}")
+  return n
+
+
+def print_table(rows):
+  print(f"{'policy':22s} {'seed':>4s} {'n':>6s} {'macro':>7s} {'common':>7s} {'moderate':>8s} {'rare':>7s}  codes")
+  fmt = lambda v: f"{v:.4f}" if v is not None else "   -  "
+  for r, skipped in rows:
+    b = r["buckets"]
+    print(f"{r['policy']:22s} {r['seed']:4d} {r['n_train']:6d} {fmt(r['macro_auroc']):>7s} "
+          f"{fmt(b['common']):>7s} {fmt(b['moderate']):>8s} {fmt(b['rare']):>7s}  {r['n_evaluable']}"
+          + ("  (finished earlier)" if skipped else ""))

@@ -78,7 +78,7 @@ def predict(model, variables, mean, std, signals, mesh, batch_size=256, logits=F
     y = np.asarray(fn(variables, mean, std, placed["signal"]))
     keep = batch["mask"]
     out[batch["index"][keep]] = y[keep]
-  return out if logits else 1.0 / (1.0 + np.exp(-out))
+  return out if logits else 0.5 * (1.0 + np.tanh(0.5 * out))  # sigmoid without exp overflow
 
 
 def make_step(model, tx, mean, std):
