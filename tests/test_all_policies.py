@@ -10,6 +10,7 @@ import pytest
 
 from ecgjax import policies
 from ecgjax.data import pipeline
+from ecgjax.errors import CheckpointError
 from ecgjax.eval import judge as judge_lib
 from ecgjax.eval import report, tstr
 from ecgjax.train import classifier as clf_lib
@@ -66,3 +67,13 @@ def test_blend_mixes_real_and_synthetic(harness):
   assert json.load(open(path))["real_fraction"] == 0.25
   runs = report.collect(harness.workdir, kind="blend")
   assert [r["real_fraction"] for r in runs] == [0.25]
+
+
+def test_judge_loads_whatever_its_training_settings_but_not_another_architecture(harness):
+  cfg = tiny_cfg()
+  cfg.classifier.update(epochs=30, learning_rate=1e-3)  # the judge was exported with epochs=1
+  clf, thresholds = judge_lib.load(harness.workdir, cfg)
+  assert thresholds.shape == (71,) and clf.model.num_classes == 71
+  cfg.classifier.arch = "xresnet1d101"
+  with pytest.raises(CheckpointError, match="different config .*differing: classifier"):
+    judge_lib.load(harness.workdir, cfg)

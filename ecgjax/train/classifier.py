@@ -171,9 +171,18 @@ def train_classifier(ccfg, train_signals, train_labels, val_signals, val_labels,
   return Classifier(model, jax.device_get(chosen), mean, std, best_epoch, float(run["best_auroc"]))
 
 
+def _export_describe(ccfg) -> dict:
+  """What an exported classifier must agree on to be loaded: its architecture only.
+
+  Training settings (epochs, learning rate, seed) shaped the weights' values,
+  not their shapes, so a judge trained with other epochs still loads.
+  """
+  return {"classifier": {"arch": ccfg.arch}}
+
+
 def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
   """Saves a trained classifier (weights, input statistics, extras) with orbax."""
-  describe = {"classifier": configs_lib.describe(ccfg)}
+  describe = _export_describe(ccfg)
   meta = {"fingerprint": fingerprint(describe), "describe": describe, "best_epoch": clf.best_epoch,
           "val_auroc": clf.val_auroc}
   tree = {"variables": clf.variables, "mean": clf.mean, "std": clf.std, **(extra or {})}
@@ -193,7 +202,7 @@ def load(path: str, ccfg, extra_template: dict | None = None) -> tuple[Classifie
                                                 train=False))
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
   template = {"variables": dict(variables), "mean": f32(12), "std": f32(12), **(extra_template or {})}
-  describe = {"classifier": configs_lib.describe(ccfg)}
+  describe = _export_describe(ccfg)
   ckpt = Checkpointer(path, meta={"fingerprint": fingerprint(describe), "describe": describe}, create=False)
   meta = ckpt.read_meta()
   cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
