@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from ecgjax import cli, errors
+from ecgjax import cli, errors, policies
 from ecgjax.data import load_ptbxl
 from ecgjax.diffusion import cohort
 from ecgjax.diffusion import generator as gen_lib
@@ -30,10 +30,11 @@ _SHARD_SIZE = flags.DEFINE_integer("shard_size", 1024, "Samples per .npz shard (
 
 
 def real_matched_draw(ds, n: int, seed: int):
-  """n train rows uniformly with replacement; the full tuple is reused (SPEC 4)."""
-  train = np.flatnonzero(ds.train_mask)
-  rows = train[np.asarray(jax.random.randint(jax.random.PRNGKey(seed), (n,), 0, len(train)))]
-  return ds.cond[rows], ds.labels[rows], rows
+  """The registry's `real_matched` policy (SPEC 4); rows are mapped to dataset rows."""
+  table = policies.make_table(ds)
+  draw = policies.POLICIES["real_matched"](jax.random.PRNGKey(seed), table, n)
+  rows = np.asarray(table.ds_rows)[np.asarray(draw.rows)]
+  return np.asarray(draw.cond), np.asarray(draw.labels), rows
 
 
 def generate(cfg, mesh, ds, workdir, n, out, seed, shard_size, stop_after_shards=None, progress=True):
