@@ -12,19 +12,30 @@ from ecgjax import configs
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
 
-PRESET = flags.DEFINE_enum("preset", "mini", configs.PRESETS,
-                           "Sizes and counts: 'paper' (the paper's figures) or 'mini' (2 CPU cores, minutes).")
+PRESET = flags.DEFINE_enum(
+  "preset",
+  "mini",
+  configs.PRESETS,
+  "Sizes and counts: 'paper' (the paper's figures) or 'mini' (2 CPU cores, minutes).",
+)
 CONFIG = config_flags.DEFINE_config_dict(
-    "config", configs.get_config("mini"),
-    "Override any preset value, e.g. --config.train_unet.steps=5000 (applied on top of --preset).")
-DATA_DIR = flags.DEFINE_string("data_dir", None,
-                               "PTB-XL root in its official layout; default: the embedded 400-record slice.")
+  "config",
+  configs.get_config("mini"),
+  "Override any preset value, e.g. --config.train_unet.steps=5000 (applied on top of --preset).",
+)
+DATA_DIR = flags.DEFINE_string(
+  "data_dir", None, "PTB-XL root in its official layout; default: the embedded 400-record slice."
+)
 WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where checkpoints, cohorts and results go.")
-NUM_DEVICES = flags.DEFINE_integer("num_devices", None,
-                                   "Devices on the ('data',) mesh; default: all.")
+NUM_DEVICES = flags.DEFINE_integer(
+  "num_devices", None, "Devices on the ('data',) mesh; default: all."
+)
 DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "on", "off"],
-    "jax.distributed.initialize(): 'auto' when launched on a TPU pod slice or with a coordinator set.")
+  "distributed",
+  "auto",
+  ["auto", "on", "off"],
+  "jax.distributed.initialize(): 'auto' when launched on a TPU pod slice or with a coordinator set.",
+)
 
 _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
 
@@ -32,10 +43,13 @@ _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_C
 def _launched_multihost() -> bool:
   """A coordinator in the environment, or a Cloud TPU VM (its chips are /dev/accel* or
   /dev/vfio devices; jax.distributed.initialize() reads the slice from the metadata server)."""
-  if any(v in os.environ for v in _MULTIHOST_ENV) or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+  if any(v in os.environ for v in _MULTIHOST_ENV) or "," in os.environ.get(
+    "TPU_WORKER_HOSTNAMES", ""
+  ):
     return True
-  return os.path.exists("/dev/accel0") or (os.path.isdir("/dev/vfio") and
-                                           bool(os.environ.get("TPU_ACCELERATOR_TYPE")))
+  return os.path.exists("/dev/accel0") or (
+    os.path.isdir("/dev/vfio") and bool(os.environ.get("TPU_ACCELERATOR_TYPE"))
+  )
 
 
 def start() -> tuple:
@@ -56,6 +70,7 @@ def start() -> tuple:
 def enable_compilation_cache() -> None:
   """XLA's persistent cache: a rerun (or a resumed run) skips recompiling."""
   from ecgjax.data.ptbxl import default_cache_dir
+
   path = os.environ.get("ECGJAX_JAX_CACHE_DIR") or os.path.join(default_cache_dir(), "xla")
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -30,23 +30,50 @@ def get_config(preset: str = "mini") -> ConfigDict:
   c.unet = ConfigDict(dict(UNET_PAPER if paper else UNET_MINI))
   c.unet.cond_embedding = "linear"  # or "nle" (SSSD-ECG-nle label table)
   # v-prediction: stable x0 at the terminal timesteps (see diffusion/loss.py).
-  c.diffusion = ConfigDict(dict(num_timesteps=1000, schedule="linear", p_uncond=0.1, prediction="v"))
-  c.train_vae = ConfigDict(dict(
-      steps=20_000 if paper else 500, batch_size=128 if paper else 32,
-      learning_rate=2e-4 if paper else 2e-3, weight_decay=1e-4, kl_weight=1e-4,
-      log_every=100 if paper else 50, checkpoint_every=2000 if paper else 250, seed=0))
-  c.train_unet = ConfigDict(dict(
-      steps=100_000 if paper else 2000, batch_size=256 if paper else 64,
-      learning_rate=1e-4 if paper else 2e-3, weight_decay=1e-4, ema_decay=0.999 if paper else 0.99,
-      log_every=200 if paper else 100, checkpoint_every=5000 if paper else 500, seed=1))
-  c.sample = ConfigDict(dict(num_steps=100 if paper else 25, eta=0.0, cfg_scale=3.0,
-                             batch_size=256 if paper else 64))
+  c.diffusion = ConfigDict(
+    dict(num_timesteps=1000, schedule="linear", p_uncond=0.1, prediction="v")
+  )
+  c.train_vae = ConfigDict(
+    dict(
+      steps=20_000 if paper else 500,
+      batch_size=128 if paper else 32,
+      learning_rate=2e-4 if paper else 2e-3,
+      weight_decay=1e-4,
+      kl_weight=1e-4,
+      log_every=100 if paper else 50,
+      checkpoint_every=2000 if paper else 250,
+      seed=0,
+    )
+  )
+  c.train_unet = ConfigDict(
+    dict(
+      steps=100_000 if paper else 2000,
+      batch_size=256 if paper else 64,
+      learning_rate=1e-4 if paper else 2e-3,
+      weight_decay=1e-4,
+      ema_decay=0.999 if paper else 0.99,
+      log_every=200 if paper else 100,
+      checkpoint_every=5000 if paper else 500,
+      seed=1,
+    )
+  )
+  c.sample = ConfigDict(
+    dict(num_steps=100 if paper else 25, eta=0.0, cfg_scale=3.0, batch_size=256 if paper else 64)
+  )
   # Downstream classifier (SPEC 3): one-cycle AdamW, best epoch on fold 9.
-  c.classifier = ConfigDict(dict(
-      arch="xresnet1d50", epochs=30 if paper else 8, batch_size=128 if paper else 32,
-      learning_rate=1e-2, weight_decay=1e-2, seed=0))
-  c.tstr = ConfigDict(dict(n=8000 if paper else 1024, min_test_positives=1,
-                           n_boot=1000 if paper else 200))
+  c.classifier = ConfigDict(
+    dict(
+      arch="xresnet1d50",
+      epochs=30 if paper else 8,
+      batch_size=128 if paper else 32,
+      learning_rate=1e-2,
+      weight_decay=1e-2,
+      seed=0,
+    )
+  )
+  c.tstr = ConfigDict(
+    dict(n=8000 if paper else 1024, min_test_positives=1, n_boot=1000 if paper else 200)
+  )
   return c
 
 

@@ -15,7 +15,9 @@ def atomic_write(path: str, write, mode: str = "w") -> str:
   """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+  fd, tmp = tempfile.mkstemp(
+    prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+  )
   try:
     with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
       write(f)

@@ -29,16 +29,22 @@ def _state(key, table, n, name):
     return {}
   pool = P.draw_pool(jax.random.fold_in(key, 1), table, n, name)
   logits = 2.0 * jax.random.normal(jax.random.fold_in(key, 2), pool.labels.shape)
-  return dict(pool=pool, judge_logits=logits, judge_probs=jax.nn.sigmoid(logits),
-              thresholds=jnp.full((pool.labels.shape[1],), 0.5))
+  return dict(
+    pool=pool,
+    judge_logits=logits,
+    judge_probs=jax.nn.sigmoid(logits),
+    thresholds=jnp.full((pool.labels.shape[1],), 0.5),
+  )
 
 
 def main(argv):
   del argv
   ds = load_ptbxl(_DATA_DIR.value, progress=False)
   table = P.make_table(ds)
-  print(f"table: {table.num_rows} train rows; device: {jax.devices()[0].device_kind}; "
-        f"repeats: {_REPEATS.value}")
+  print(
+    f"table: {table.num_rows} train rows; device: {jax.devices()[0].device_kind}; "
+    f"repeats: {_REPEATS.value}"
+  )
   print(f"{'policy':<22} {'n':>6} {'pool':>6} {'compile+1st ms':>15} {'ms/draw':>9}")
   for name, policy in P.POLICIES.items():
     n = min(_N.value, table.num_rows) if name == "real_subset" else _N.value
@@ -55,8 +61,9 @@ def main(argv):
       jax.block_until_ready(fn(k, table, n, **state))
       times.append(time.perf_counter() - t0)
     pool = P.POOL_FACTOR[name] * n if name in P.JUDGE_POLICIES else "-"
-    print(f"{name:<22} {n:>6} {pool:>6} {1e3 * first:>15.1f} "
-          f"{1e3 * statistics.median(times):>9.2f}")
+    print(
+      f"{name:<22} {n:>6} {pool:>6} {1e3 * first:>15.1f} {1e3 * statistics.median(times):>9.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from ecgjax.data import load_ptbxl
 from ecgjax.errors import ConfigError
 from ecgjax.eval import pipeline_setup, tstr
 
-_FRACTIONS = flags.DEFINE_string("fractions", "0,0.25,0.5,0.75,1", "Comma-separated real fractions in [0, 1].")
+_FRACTIONS = flags.DEFINE_string(
+  "fractions", "0,0.25,0.5,0.75,1", "Comma-separated real fractions in [0, 1]."
+)
 _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds.")
 _N = flags.DEFINE_integer("n", None, "Total training-set size; default: the preset's tstr.n.")
 

@@ -23,10 +23,16 @@ from ecgjax.diffusion import generator as gen_lib
 from ecgjax.errors import ConfigError
 
 _N = flags.DEFINE_integer("n", None, "Number of synthetic ECGs (required, positive).")
-_OUT = flags.DEFINE_string("out", None, "Output directory; default <workdir>/cohorts/<policy>_seed<seed>.")
+_OUT = flags.DEFINE_string(
+  "out", None, "Output directory; default <workdir>/cohorts/<policy>_seed<seed>."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the draw and of the sampler noise.")
-_POLICY = flags.DEFINE_enum("policy", "real_matched", ["real_matched"], "Sampling policy for the conditioning tuples.")
-_SHARD_SIZE = flags.DEFINE_integer("shard_size", 1024, "Samples per .npz shard (the unit of resumption).")
+_POLICY = flags.DEFINE_enum(
+  "policy", "real_matched", ["real_matched"], "Sampling policy for the conditioning tuples."
+)
+_SHARD_SIZE = flags.DEFINE_integer(
+  "shard_size", 1024, "Samples per .npz shard (the unit of resumption)."
+)
 
 
 def real_matched_draw(ds, n: int, seed: int):
@@ -37,26 +43,46 @@ def real_matched_draw(ds, n: int, seed: int):
   return np.asarray(draw.cond), np.asarray(draw.labels), rows
 
 
-def generate(cfg, mesh, ds, workdir, n, out, seed, shard_size, stop_after_shards=None, progress=True):
+def generate(
+  cfg, mesh, ds, workdir, n, out, seed, shard_size, stop_after_shards=None, progress=True
+):
   if n is None or n <= 0:
     raise ConfigError(f"--n must be a positive integer, got {n}")
   gen = gen_lib.load(workdir, cfg, ds.content_key)
   cond, labels, rows = real_matched_draw(ds, n, seed)
-  return cohort.generate_cohort(gen, cfg.sample, mesh, cond, labels, rows, out, seed=seed,
-                                shard_size=shard_size, stop_after_shards=stop_after_shards,
-                                progress=progress)
+  return cohort.generate_cohort(
+    gen,
+    cfg.sample,
+    mesh,
+    cond,
+    labels,
+    rows,
+    out,
+    seed=seed,
+    shard_size=shard_size,
+    stop_after_shards=stop_after_shards,
+    progress=progress,
+  )
 
 
 def main(argv):
   del argv
   cfg, mesh = cli.start()
   ds = load_ptbxl(cli.DATA_DIR.value)
-  out = _OUT.value or os.path.join(cli.WORKDIR.value, "cohorts", f"{_POLICY.value}_seed{_SEED.value}")
-  manifest = generate(cfg, mesh, ds, cli.WORKDIR.value, _N.value, out, _SEED.value, _SHARD_SIZE.value)
+  out = _OUT.value or os.path.join(
+    cli.WORKDIR.value, "cohorts", f"{_POLICY.value}_seed{_SEED.value}"
+  )
+  manifest = generate(
+    cfg, mesh, ds, cli.WORKDIR.value, _N.value, out, _SEED.value, _SHARD_SIZE.value
+  )
   run = manifest["last_run"]
-  rate = f"{run['samples_per_s']:.2f} samples/s" if run["samples_per_s"] else "nothing left to generate"
-  print(f"{out}: {sum(s['count'] for s in manifest['shards'])}/{manifest['n']} samples, "
-        f"{run['generated']} generated in {run['seconds']:.1f} s ({rate})")
+  rate = (
+    f"{run['samples_per_s']:.2f} samples/s" if run["samples_per_s"] else "nothing left to generate"
+  )
+  print(
+    f"{out}: {sum(s['count'] for s in manifest['shards'])}/{manifest['n']} samples, "
+    f"{run['generated']} generated in {run['seconds']:.1f} s ({rate})"
+  )
 
 
 if __name__ == "__main__":

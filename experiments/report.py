@@ -17,10 +17,13 @@ from ecgjax import errors
 from ecgjax.errors import ConfigError
 from ecgjax.eval import report
 
-_WORKDIR = flags.DEFINE_string("workdir", "workdir", "Workdir whose tstr/ (and blend/) runs are reported.")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", "workdir", "Workdir whose tstr/ (and blend/) runs are reported."
+)
 _OUT = flags.DEFINE_string("out", None, "Output directory; default <workdir>/report.")
-_BOLD_BEST = flags.DEFINE_bool("bold_best", True,
-                               "Bold the best synthetic-only mean of each Table 1 column, as the paper does.")
+_BOLD_BEST = flags.DEFINE_bool(
+  "bold_best", True, "Bold the best synthetic-only mean of each Table 1 column, as the paper does."
+)
 
 
 def main(argv):

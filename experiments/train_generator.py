@@ -21,28 +21,49 @@ from ecgjax.eval import plots
 from ecgjax.train import generator as train_lib
 from ecgjax.train import loop
 
-_PLOT_EXAMPLES = flags.DEFINE_integer("plot_examples", 3, "Test-fold records shown in ecg_comparison.png.")
+_PLOT_EXAMPLES = flags.DEFINE_integer(
+  "plot_examples", 3, "Test-fold records shown in ecg_comparison.png."
+)
 
 
 def run(cfg, mesh, data_dir, workdir, progress=True):
   ds = load_ptbxl(data_dir, progress=progress)
   vae_params, mean, std, _ = train_lib.train_vae(cfg, ds, workdir, mesh, progress=progress)
-  unet_params, scale, _ = train_lib.train_unet(cfg, ds, workdir, mesh, vae_params, mean, std,
-                                               progress=progress)
-  params = {"vae": vae_params, "unet": unet_params, "latent_scale": np.float32(scale),
-            "signal_mean": mean, "signal_std": std}
+  unet_params, scale, _ = train_lib.train_unet(
+    cfg, ds, workdir, mesh, vae_params, mean, std, progress=progress
+  )
+  params = {
+    "vae": vae_params,
+    "unet": unet_params,
+    "latent_scale": np.float32(scale),
+    "signal_mean": mean,
+    "signal_std": std,
+  }
   gen_lib.export(workdir, params, gen_lib.generator_meta(cfg, ds.content_key))
   gen = gen_lib.load(workdir, cfg, ds.content_key)
   if cli.is_writer():
     out = os.path.join(workdir, "generator")
-    test = np.flatnonzero(ds.test_mask)[:_PLOT_EXAMPLES.value]
-    fake = gen.generate(ds.cond[test], jax.random.PRNGKey(0), mesh=mesh,
-                        num_steps=cfg.sample.num_steps, cfg_scale=cfg.sample.cfg_scale)
+    test = np.flatnonzero(ds.test_mask)[: _PLOT_EXAMPLES.value]
+    fake = gen.generate(
+      ds.cond[test],
+      jax.random.PRNGKey(0),
+      mesh=mesh,
+      num_steps=cfg.sample.num_steps,
+      cfg_scale=cfg.sample.cfg_scale,
+    )
     titles = [", ".join(c for c, on in zip(ds.codes, ds.labels[i]) if on) for i in test]
-    print("wrote", plots.ecg_comparison(np.asarray(ds.signals[test]), fake, titles,
-                                        os.path.join(out, "ecg_comparison.png")))
-    print("wrote", plots.loss_curves(loop.read_metrics(os.path.join(out, "metrics.jsonl")),
-                                     os.path.join(out, "losses.png")))
+    print(
+      "wrote",
+      plots.ecg_comparison(
+        np.asarray(ds.signals[test]), fake, titles, os.path.join(out, "ecg_comparison.png")
+      ),
+    )
+    print(
+      "wrote",
+      plots.loss_curves(
+        loop.read_metrics(os.path.join(out, "metrics.jsonl")), os.path.join(out, "losses.png")
+      ),
+    )
   return gen
 
 

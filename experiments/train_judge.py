@@ -20,9 +20,13 @@ def main(argv):
   ds = load_ptbxl(cli.DATA_DIR.value)
   clf = judge.train(cfg, ds, cli.WORKDIR.value, mesh)
   te = np.flatnonzero(ds.test_mask)
-  auc = metrics.macro_auroc(ds.labels[te], clf.predict(np.asarray(ds.signals[te]), mesh), ds.evaluable())
-  print(f"judge: best epoch {clf.best_epoch + 1}, fold-9 macro AUROC {clf.val_auroc:.4f}, "
-        f"fold-10 macro AUROC {auc:.4f} over {ds.evaluable().sum()} codes -> {judge.path(cli.WORKDIR.value)}")
+  auc = metrics.macro_auroc(
+    ds.labels[te], clf.predict(np.asarray(ds.signals[te]), mesh), ds.evaluable()
+  )
+  print(
+    f"judge: best epoch {clf.best_epoch + 1}, fold-9 macro AUROC {clf.val_auroc:.4f}, "
+    f"fold-10 macro AUROC {auc:.4f} over {ds.evaluable().sum()} codes -> {judge.path(cli.WORKDIR.value)}"
+  )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,14 @@ def main(argv):
   te, va = np.flatnonzero(ds.test_mask), np.flatnonzero(ds.val_mask)
   p_val = judge.predict(np.asarray(ds.signals[va]), mesh)
   p_real = judge.predict(np.asarray(ds.signals[te]), mesh)
-  common = dict(y_true_val=ds.labels[va], y_score_val=p_val, train_labels=ds.labels[ds.train_mask],
-                codes=list(ds.codes), min_test_positives=cfg.tstr.min_test_positives, n_boot=cfg.tstr.n_boot)
+  common = dict(
+    y_true_val=ds.labels[va],
+    y_score_val=p_val,
+    train_labels=ds.labels[ds.train_mask],
+    codes=list(ds.codes),
+    min_test_positives=cfg.tstr.min_test_positives,
+    n_boot=cfg.tstr.n_boot,
+  )
   trtr = metrics.summarize(ds.labels[te], p_real, **common)
   for seed in seeds:
     run_dir = os.path.join(workdir, "trts", f"seed_{seed}")
@@ -45,18 +51,30 @@ def main(argv):
     if os.path.isfile(path):
       print(f"seed {seed}: finished earlier ({path})")
       continue
-    signals = tstr.generate_signals(gen, cfg, mesh, ds.cond[te], ds.labels[te], te,
-                                    os.path.join(run_dir, "cohort"), seed)
+    signals = tstr.generate_signals(
+      gen, cfg, mesh, ds.cond[te], ds.labels[te], te, os.path.join(run_dir, "cohort"), seed
+    )
     trts = metrics.summarize(ds.labels[te], judge.predict(signals, mesh), seed=seed, **common)
-    record = {"policy": "trts", "seed": seed, "n_test": int(len(te)), "macro_auroc": trts["macro_auroc"],
-              "buckets": trts["buckets"], "per_code": trts["per_code"], "n_evaluable": trts["n_evaluable"],
-              "trtr_macro_auroc": trtr["macro_auroc"], "trtr_buckets": trtr["buckets"],
-              "config": cfg.to_dict(), "code_version": tstr.code_version()}
+    record = {
+      "policy": "trts",
+      "seed": seed,
+      "n_test": int(len(te)),
+      "macro_auroc": trts["macro_auroc"],
+      "buckets": trts["buckets"],
+      "per_code": trts["per_code"],
+      "n_evaluable": trts["n_evaluable"],
+      "trtr_macro_auroc": trtr["macro_auroc"],
+      "trtr_buckets": trtr["buckets"],
+      "config": cfg.to_dict(),
+      "code_version": tstr.code_version(),
+    }
     if cli.is_writer():
       fileio.write_json(path, record)
       shutil.rmtree(os.path.join(run_dir, "cohort"), ignore_errors=True)
-    print(f"seed {seed}: TRTS macro AUROC {trts['macro_auroc']:.4f} vs TRTR {trtr['macro_auroc']:.4f} "
-          f"over {trts['n_evaluable']} codes -> {path}")
+    print(
+      f"seed {seed}: TRTS macro AUROC {trts['macro_auroc']:.4f} vs TRTR {trtr['macro_auroc']:.4f} "
+      f"over {trts['n_evaluable']} codes -> {path}"
+    )
 
 
 if __name__ == "__main__":

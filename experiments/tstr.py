@@ -18,15 +18,22 @@ from ecgjax.data import load_ptbxl
 from ecgjax.errors import ConfigError
 from ecgjax.eval import pipeline_setup, tstr
 
-_POLICY = flags.DEFINE_string("policy", "real_matched",
-                              f"Sampling policy, one of: {', '.join(policies.POLICIES)}.")
-_SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds, e.g. 0,1,2; each seeds the draw and the classifier.")
-_N = flags.DEFINE_integer("n", None, "Training-set size (synthetic samples); default: the preset's tstr.n.")
+_POLICY = flags.DEFINE_string(
+  "policy", "real_matched", f"Sampling policy, one of: {', '.join(policies.POLICIES)}."
+)
+_SEEDS = flags.DEFINE_string(
+  "seeds", "0", "Comma-separated seeds, e.g. 0,1,2; each seeds the draw and the classifier."
+)
+_N = flags.DEFINE_integer(
+  "n", None, "Training-set size (synthetic samples); default: the preset's tstr.n."
+)
 
 
 def check_policy(name: str) -> str:
   if name not in policies.POLICIES:
-    raise ConfigError(f"--policy={name!r} is not a sampling policy; valid: {', '.join(policies.POLICIES)}")
+    raise ConfigError(
+      f"--policy={name!r} is not a sampling policy; valid: {', '.join(policies.POLICIES)}"
+    )
   return name
 
 

@@ -14,8 +14,9 @@ import pytest  # noqa: E402
 
 # Tests build the same small programs many times (each training run jits its
 # own step); XLA's persistent cache turns the repeats into cache hits.
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("ECGJAX_TEST_JAX_CACHE", "/tmp/ecgjax-test-jax-cache"))
+jax.config.update(
+  "jax_compilation_cache_dir", os.environ.get("ECGJAX_TEST_JAX_CACHE", "/tmp/ecgjax-test-jax-cache")
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 from ecgjax.data import embedded_data_dir, load_ptbxl  # noqa: E402
@@ -57,6 +58,7 @@ def small_root(tmp_path):
 def tiny_cfg():
   """The mini preset shrunk to a few steps, for tests."""
   from ecgjax import configs
+
   cfg = configs.get_config("mini")
   cfg.train_vae.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
   cfg.train_unet.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
@@ -69,13 +71,23 @@ def export_random_generator(cfg, ds, workdir):
   import jax
   import jax.numpy as jnp
   import numpy as np
+
   from ecgjax.diffusion import generator as gen_lib
+
   gen = gen_lib.build(cfg)
-  params = {"vae": gen.vae.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000))),
-            "unet": gen.unet.init(jax.random.PRNGKey(1), jnp.zeros((1, 4, 128)), jnp.zeros((1,), jnp.int32),
-                                  jnp.zeros((1, 76)), jnp.zeros((1,), bool)),
-            "latent_scale": np.float32(1.0), "signal_mean": np.zeros(12, np.float32),
-            "signal_std": np.ones(12, np.float32)}
+  params = {
+    "vae": gen.vae.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000))),
+    "unet": gen.unet.init(
+      jax.random.PRNGKey(1),
+      jnp.zeros((1, 4, 128)),
+      jnp.zeros((1,), jnp.int32),
+      jnp.zeros((1, 76)),
+      jnp.zeros((1,), bool),
+    ),
+    "latent_scale": np.float32(1.0),
+    "signal_mean": np.zeros(12, np.float32),
+    "signal_std": np.ones(12, np.float32),
+  }
   assert jax.tree.structure(gen_lib.param_template(gen)) == jax.tree.structure(params)
   gen_lib.export(workdir, params, gen_lib.generator_meta(cfg, ds.content_key))
   return workdir

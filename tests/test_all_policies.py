@@ -2,11 +2,13 @@
 
 import json
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import export_random_generator, tiny_cfg
 
 from ecgjax import policies
 from ecgjax.data import pipeline
@@ -14,8 +16,6 @@ from ecgjax.errors import CheckpointError
 from ecgjax.eval import judge as judge_lib
 from ecgjax.eval import report, tstr
 from ecgjax.train import classifier as clf_lib
-
-from conftest import export_random_generator, tiny_cfg
 
 N = 16
 
@@ -29,9 +29,15 @@ def harness(ptbxl, tmp_path_factory):
   export_random_generator(cfg, ptbxl, workdir)
   # A random-weight judge: the policies only need its outputs to be well-formed.
   model = clf_lib.build_model(cfg.classifier)
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(jax.random.PRNGKey(0))
-  clf = clf_lib.Classifier(model, jax.device_get(variables), np.zeros(12, np.float32), np.ones(12, np.float32))
-  clf_lib.export(judge_lib.path(workdir), clf, cfg.classifier, {"thresholds": np.full(71, 0.5, np.float32)})
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(
+    jax.random.PRNGKey(0)
+  )
+  clf = clf_lib.Classifier(
+    model, jax.device_get(variables), np.zeros(12, np.float32), np.ones(12, np.float32)
+  )
+  clf_lib.export(
+    judge_lib.path(workdir), clf, cfg.classifier, {"thresholds": np.full(71, 0.5, np.float32)}
+  )
   return tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, workdir, progress=False)
 
 
@@ -40,7 +46,7 @@ def test_policy_runs_end_to_end(harness, policy):
   record, skipped = harness.run(policy, 0)
   assert not skipped
   path = os.path.join(harness.workdir, "tstr", policy, "seed_0", "metrics.json")
-  stored = json.load(open(path))
+  stored = json.loads(pathlib.Path(path).read_text())
   assert stored["policy"] == policy and stored["n_train"] == N
   expected_budget = 0 if policy == "real_subset" else policies.POOL_FACTOR.get(policy, 1) * N
   assert stored["generator_budget"] == expected_budget
@@ -53,7 +59,9 @@ def test_report_over_all_policies(harness):
   out = os.path.join(harness.workdir, "report")
   report.make_report(harness.workdir)
   df = report.table1(report.collect(harness.workdir))
-  assert list(df["policy"]) == list(report.POLICY_ORDER) and sorted(report.POLICY_ORDER) == sorted(policies.POLICIES)
+  assert list(df["policy"]) == list(report.POLICY_ORDER) and sorted(report.POLICY_ORDER) == sorted(
+    policies.POLICIES
+  )
   assert (df["seeds"] == 1).all()
   for name in ("table1.md", "table1.csv", "figure1.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0
@@ -64,7 +72,7 @@ def test_blend_mixes_real_and_synthetic(harness):
   assert not skipped and record["real_fraction"] == 0.25 and record["n_train"] == N
   assert record["generator_budget"] == N - round(0.25 * N)  # only the synthetic part is generated
   path = os.path.join(harness.workdir, "blend", "frac_0.25", "seed_1", "metrics.json")
-  assert json.load(open(path))["real_fraction"] == 0.25
+  assert json.loads(pathlib.Path(path).read_text())["real_fraction"] == 0.25
   runs = report.collect(harness.workdir, kind="blend")
   assert [r["real_fraction"] for r in runs] == [0.25]
 

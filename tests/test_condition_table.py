@@ -6,15 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgjax.data import table as T
 from ecgjax.data import embedded_data_dir
+from ecgjax.data import table as T
 
 
 def test_label_order_follows_scp_statements(ptbxl):
-  codes = list(pd.read_csv(os.path.join(embedded_data_dir(), "scp_statements.csv"), index_col=0).index)
+  codes = list(
+    pd.read_csv(os.path.join(embedded_data_dir(), "scp_statements.csv"), index_col=0).index
+  )
   assert list(ptbxl.codes) == codes
   # Record 1 is {'NORM', 'LVOLT', 'SR'}: the columns set are exactly those codes' positions.
-  assert sorted(np.flatnonzero(ptbxl.labels[0])) == sorted(codes.index(c) for c in ("NORM", "LVOLT", "SR"))
+  assert sorted(np.flatnonzero(ptbxl.labels[0])) == sorted(
+    codes.index(c) for c in ("NORM", "LVOLT", "SR")
+  )
 
 
 def test_demographic_z_scores_are_standard_on_train_folds(ptbxl):
@@ -22,7 +26,9 @@ def test_demographic_z_scores_are_standard_on_train_folds(ptbxl):
   np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-6)
   np.testing.assert_allclose(z.std(axis=0), 1.0, atol=1e-6)
   # ... and not on the other folds, where they are just shifted and scaled the same way.
-  np.testing.assert_allclose(ptbxl.demo_z, (ptbxl.demo - ptbxl.demo_mean) / ptbxl.demo_std, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    ptbxl.demo_z, (ptbxl.demo - ptbxl.demo_mean) / ptbxl.demo_std, rtol=1e-5, atol=1e-5
+  )
 
 
 def test_bmi_is_computed_after_imputation(ptbxl):
@@ -55,8 +61,13 @@ def test_age_300_becomes_90_and_missing_values_use_train_median_of_that_sex():
 
 def test_imputation_with_nothing_observed_is_an_error():
   with pytest.raises(T.DataError, match="height"):
-    T.demographics(np.array([50.0, 60.0]), np.array([0, 1]), np.array([np.nan, np.nan]),
-                   np.array([70.0, 80.0]), np.array([True, True]))
+    T.demographics(
+      np.array([50.0, 60.0]),
+      np.array([0, 1]),
+      np.array([np.nan, np.nan]),
+      np.array([70.0, 80.0]),
+      np.array([True, True]),
+    )
 
 
 def test_buckets_and_evaluable_codes_on_a_hand_made_table():
@@ -92,8 +103,11 @@ def test_anchor_class_is_the_rarest_present_label():
 def test_real_slice_buckets_and_evaluable_counts(ptbxl):
   p = ptbxl.train_prevalence
   counts = {b: int((ptbxl.buckets == b).sum()) for b in T.BUCKETS}
-  assert counts == {"common": int((p >= .05).sum()), "moderate": int(((p >= .02) & (p < .05)).sum()),
-                    "rare": int((p < .02).sum())}
+  assert counts == {
+    "common": int((p >= 0.05).sum()),
+    "moderate": int(((p >= 0.02) & (p < 0.05)).sum()),
+    "rare": int((p < 0.02).sum()),
+  }
   tr, te = ptbxl.labels[ptbxl.train_mask], ptbxl.labels[ptbxl.test_mask]
   expected = (tr.sum(0) > 0) & (te.sum(0) >= 1) & (te.sum(0) < te.shape[0])
   np.testing.assert_array_equal(ptbxl.evaluable(), expected)

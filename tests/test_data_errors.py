@@ -1,6 +1,7 @@
 """Bad input: a DataError naming the culprit, and no partial cache left behind (SPEC 7)."""
 
 import os
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,17 @@ def _load_expecting(root, cache, pattern):
 def _rewrite_record(root, rel, signal, fs=100, names=LEADS):
   """Writes a valid WFDB record with the given content in place of `rel`."""
   directory, name = os.path.split(os.path.join(root, rel))
-  wfdb.wrsamp(name, fs=fs, units=["mV"] * signal.shape[1], sig_name=list(names), p_signal=signal,
-              fmt=["16"] * signal.shape[1], adc_gain=[1000.0] * signal.shape[1],
-              baseline=[0] * signal.shape[1], write_dir=directory)
+  wfdb.wrsamp(
+    name,
+    fs=fs,
+    units=["mV"] * signal.shape[1],
+    sig_name=list(names),
+    p_signal=signal,
+    fmt=["16"] * signal.shape[1],
+    adc_gain=[1000.0] * signal.shape[1],
+    baseline=[0] * signal.shape[1],
+    write_dir=directory,
+  )
 
 
 def test_missing_data_dir(tmp_path):
@@ -44,16 +53,18 @@ def test_missing_database_csv(small_root, tmp_path):
 def test_missing_record_file(small_root, tmp_path):
   _, rel = _first_record(small_root)
   os.remove(os.path.join(small_root, rel + ".dat"))
-  _load_expecting(small_root, tmp_path / "cache", f"record {rel}: missing file .*{os.path.basename(rel)}.dat")
+  _load_expecting(
+    small_root, tmp_path / "cache", f"record {rel}: missing file .*{os.path.basename(rel)}.dat"
+  )
 
 
 def test_header_at_500_hz(small_root, tmp_path):
   _, rel = _first_record(small_root)
   hea = os.path.join(small_root, rel + ".hea")
-  lines = open(hea).read().splitlines()
+  lines = pathlib.Path(hea).read_text().splitlines()
   name, n_sig, fs, length = lines[0].split()
   lines[0] = " ".join([name, n_sig, "500", length])
-  open(hea, "w").write("\n".join(lines) + "\n")
+  pathlib.Path(hea).write_text("\n".join(lines) + "\n")
   _load_expecting(small_root, tmp_path / "cache", f"record {rel}: sampling rate 500 Hz")
 
 
@@ -72,11 +83,11 @@ def test_wrong_length(small_root, tmp_path):
 def test_nan_in_a_signal(small_root, tmp_path):
   _, rel = _first_record(small_root)
   dat = os.path.join(small_root, rel + ".dat")
-  raw = bytearray(open(dat, "rb").read())
+  raw = bytearray(pathlib.Path(dat).read_bytes())
   # Format 16, 12 interleaved leads: sample 10 of lead V2 (index 7). -32768 is WFDB's NaN.
   offset = (10 * 12 + 7) * 2
-  raw[offset:offset + 2] = (-32768).to_bytes(2, "little", signed=True)
-  open(dat, "wb").write(bytes(raw))
+  raw[offset : offset + 2] = (-32768).to_bytes(2, "little", signed=True)
+  pathlib.Path(dat).write_bytes(bytes(raw))
   _load_expecting(small_root, tmp_path / "cache", f"record {rel}: non-finite .* lead V2")
 
 

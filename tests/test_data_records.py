@@ -2,6 +2,7 @@
 
 import ast
 import os
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -46,13 +47,16 @@ def test_fold_sizes_match_the_slice_readme(ptbxl):
   # ../shared/ptbxl-mini/README.md: folds 1:37 2:40 3:30 4:35 5:36 6:28 7:35 8:35 9:70 10:54
   sizes = np.bincount(ptbxl.fold, minlength=11)[1:]
   assert sizes.tolist() == [37, 40, 30, 35, 36, 28, 35, 35, 70, 54]
-  assert ptbxl.train_mask.sum() == 276 and ptbxl.val_mask.sum() == 70 and ptbxl.test_mask.sum() == 54
+  assert (
+    ptbxl.train_mask.sum() == 276 and ptbxl.val_mask.sum() == 70 and ptbxl.test_mask.sum() == 54
+  )
   # The slice's README says 57 statements occur; its CSV has 53 (parsed with ast above).
   assert int((ptbxl.labels.sum(0) > 0).sum()) == 53
 
 
 def test_cache_is_keyed_by_content(small_root, tmp_path):
   from ecgjax.data import load_ptbxl
+
   cache = tmp_path / "cache"
   first = load_ptbxl(small_root, cache_dir=str(cache), progress=False)
   assert len(os.listdir(cache)) == 1
@@ -61,9 +65,9 @@ def test_cache_is_keyed_by_content(small_root, tmp_path):
   # Change one sample of one record: the key changes and the new value is served.
   rel = pd.read_csv(os.path.join(small_root, "ptbxl_database.csv"))["filename_lr"].iloc[0]
   path = os.path.join(small_root, rel + ".dat")
-  raw = bytearray(open(path, "rb").read())
+  raw = bytearray(pathlib.Path(path).read_bytes())
   raw[0:2] = (1234).to_bytes(2, "little", signed=True)
-  open(path, "wb").write(bytes(raw))
+  pathlib.Path(path).write_bytes(bytes(raw))
   changed = load_ptbxl(small_root, cache_dir=str(cache), progress=False)
   assert changed.content_key != first.content_key
   reference, _ = wfdb.rdsamp(os.path.join(small_root, rel))

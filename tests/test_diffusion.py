@@ -30,8 +30,10 @@ RNG = np.random.default_rng(0)
 
 
 def toy_params(d, c=76):
-  return {"w": np.float32(0.3) * RNG.standard_normal((d, d), np.float32),
-          "wc": np.float32(0.3) * RNG.standard_normal((c, d), np.float32)}
+  return {
+    "w": np.float32(0.3) * RNG.standard_normal((d, d), np.float32),
+    "wc": np.float32(0.3) * RNG.standard_normal((c, d), np.float32),
+  }
 
 
 def raw_keys(n, seed):
@@ -59,6 +61,7 @@ def toy_denoise_np(params, x, t, cond, drop):
 # Schedule and timesteps
 # --------------------------------------------------------------------------
 
+
 def test_schedules():
   np.testing.assert_allclose(np.asarray(SCHED.betas)[[0, -1]], [1e-4, 2e-2], rtol=1e-6)
   assert SCHED.num_timesteps == 1000
@@ -66,8 +69,8 @@ def test_schedules():
     ac = np.asarray(s.alphas_cumprod)
     assert np.all(np.diff(ac) < 0) and ac[0] > 0.999 and ac[-1] < 1e-4
     np.testing.assert_allclose(
-        np.square(s.sqrt_alphas_cumprod) + np.square(s.sqrt_one_minus_alphas_cumprod),
-        1.0, atol=1e-6)
+      np.square(s.sqrt_alphas_cumprod) + np.square(s.sqrt_one_minus_alphas_cumprod), 1.0, atol=1e-6
+    )
   with pytest.raises(ValueError, match="beta_start"):
     linear_schedule(10, 0.1, 0.01)
 
@@ -75,11 +78,11 @@ def test_schedules():
 def test_q_sample_matches_formula():
   x0, noise = np.random.default_rng(0).normal(size=(2, 3, 4, 5))
   t = np.array([0, 500, 999])
-  got = q_sample(SCHED, jnp.asarray(x0, jnp.float32), jnp.asarray(t),
-                 jnp.asarray(noise, jnp.float32))
+  got = q_sample(
+    SCHED, jnp.asarray(x0, jnp.float32), jnp.asarray(t), jnp.asarray(noise, jnp.float32)
+  )
   a = AC64[t][:, None, None]
-  np.testing.assert_allclose(got, np.sqrt(a) * x0 + np.sqrt(1 - a) * noise,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got, np.sqrt(a) * x0 + np.sqrt(1 - a) * noise, rtol=1e-5, atol=1e-6)
 
 
 def test_ddim_timesteps():
@@ -98,6 +101,7 @@ def test_ddim_timesteps():
 
 _step = jax.jit(ddim.ddim_step)
 
+
 def test_ddim_step_matches_hand_computation():
   rng = np.random.default_rng(1)
   x, eps, noise = rng.normal(size=(3, 2, 6))
@@ -110,8 +114,7 @@ def test_ddim_step_matches_hand_computation():
   got = _step(SCHED, f32(eps), t, tp, f32(x), eta, f32(noise))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
   # Per-sample (B,) timesteps give the same as scalars.
-  got_b = _step(SCHED, f32(eps), np.array([t, t]), np.array([tp, tp]),
-                f32(x), eta, f32(noise))
+  got_b = _step(SCHED, f32(eps), np.array([t, t]), np.array([tp, tp]), f32(x), eta, f32(noise))
   np.testing.assert_allclose(got_b, got, rtol=1e-6)
 
 
@@ -127,10 +130,14 @@ def test_ddim_final_step_returns_x0_prediction(eta):
 # Classifier-free guidance
 # --------------------------------------------------------------------------
 
+
 def _cfg_inputs(b=5, d=6):
-  return (toy_params(d), RNG.standard_normal((b, d), np.float32),
-          np.arange(b, dtype=np.int32) * 100,
-          RNG.standard_normal((b, 76), np.float32))
+  return (
+    toy_params(d),
+    RNG.standard_normal((b, d), np.float32),
+    np.arange(b, dtype=np.int32) * 100,
+    RNG.standard_normal((b, 76), np.float32),
+  )
 
 
 def test_cfg_matches_two_separate_passes():
@@ -142,8 +149,7 @@ def test_cfg_matches_two_separate_passes():
   cfg = jax.jit(functools.partial(ddim.cfg_eps, toy_denoise))
   np.testing.assert_allclose(cfg(params, x, t, cond, 0.0), eps_u, atol=1e-5)
   np.testing.assert_allclose(cfg(params, x, t, cond, 1.0), eps_c, atol=1e-5)
-  np.testing.assert_allclose(cfg(params, x, t, cond, 3.0),
-                             eps_u + 3.0 * (eps_c - eps_u), atol=3e-5)
+  np.testing.assert_allclose(cfg(params, x, t, cond, 3.0), eps_u + 3.0 * (eps_c - eps_u), atol=3e-5)
 
 
 def test_cfg_is_one_forward_pass_with_traced_scale():
@@ -173,15 +179,16 @@ COND8 = RNG.standard_normal((8, 76), np.float32)
 
 @jax.jit
 def _sample_keys(params, cond, keys, eta, w):
-  return ddim.ddim_sample_with_keys(toy_denoise, params, cond, keys, SCHED,
-                                    shape=SHAPE, num_steps=8, eta=eta,
-                                    cfg_scale=w)
+  return ddim.ddim_sample_with_keys(
+    toy_denoise, params, cond, keys, SCHED, shape=SHAPE, num_steps=8, eta=eta, cfg_scale=w
+  )
 
 
 @jax.jit
 def _sample(params, cond, key, eta, w):
-  return ddim.ddim_sample(toy_denoise, params, cond, key, SCHED, shape=SHAPE,
-                          num_steps=8, eta=eta, cfg_scale=w)
+  return ddim.ddim_sample(
+    toy_denoise, params, cond, key, SCHED, shape=SHAPE, num_steps=8, eta=eta, cfg_scale=w
+  )
 
 
 def _rowwise_maxdiff(a, b):
@@ -194,8 +201,9 @@ def test_eta0_is_deterministic_and_keyed_per_sample():
   assert a.shape == (8,) + SHAPE and np.all(np.isfinite(a))
   np.testing.assert_array_equal(a, _sample_keys(PARAMS6, COND8, keys, 0.0, 3.0))
   other = raw_keys(8, seed=1)
-  assert np.all(_rowwise_maxdiff(a, _sample_keys(PARAMS6, COND8, other, 0.0, 3.0))
-                > 1e-3)  # every sample changes with its key
+  assert np.all(
+    _rowwise_maxdiff(a, _sample_keys(PARAMS6, COND8, other, 0.0, 3.0)) > 1e-3
+  )  # every sample changes with its key
   # Same condition, different keys -> different samples.
   d = np.asarray(_sample_keys(PARAMS6, np.repeat(COND8[:1], 8, 0), keys, 0.0, 3.0))
   assert np.all(_rowwise_maxdiff(d[1:], np.repeat(d[:1], 7, 0)) > 1e-3)
@@ -207,8 +215,8 @@ def test_eta0_is_deterministic_and_keyed_per_sample():
   perm = np.array([3, 0, 7, 1, 6, 2, 5, 4])
   for eta, ref in ((0.0, a), (1.0, s1)):
     np.testing.assert_allclose(
-        _sample_keys(PARAMS6, COND8[perm], keys[perm], eta, 3.0), ref[perm],
-        rtol=1e-5, atol=1e-6)
+      _sample_keys(PARAMS6, COND8[perm], keys[perm], eta, 3.0), ref[perm], rtol=1e-5, atol=1e-6
+    )
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -229,7 +237,8 @@ def test_sample_does_not_depend_on_batch():
     np.testing.assert_allclose(x4, x8[:4], rtol=1e-5, atol=1e-6)
   # ddim_sample is ddim_sample_with_keys on those keys.
   np.testing.assert_allclose(
-      x8, _sample_keys(PARAMS6, COND8, keys8, 1.0, 3.0), rtol=1e-5, atol=1e-6)
+    x8, _sample_keys(PARAMS6, COND8, keys8, 1.0, 3.0), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_sampler_scalars_are_traced():
@@ -239,12 +248,13 @@ def test_sampler_scalars_are_traced():
     traces.append(x.shape)
     return toy_denoise(p, x, t, c, drop)
 
-  fn = jax.jit(lambda p, c, k, eta, w: ddim.ddim_sample_with_keys(
-      counting_denoise, p, c, k, SCHED, shape=SHAPE, num_steps=3, eta=eta,
-      cfg_scale=w))
+  fn = jax.jit(
+    lambda p, c, k, eta, w: ddim.ddim_sample_with_keys(
+      counting_denoise, p, c, k, SCHED, shape=SHAPE, num_steps=3, eta=eta, cfg_scale=w
+    )
+  )
   keys = raw_keys(2, seed=3)
-  outs = [fn(PARAMS6, COND8[:2], keys, e, w)
-          for e, w in [(0.0, 1.0), (1.0, 3.0), (0.5, 0.0)]]
+  outs = [fn(PARAMS6, COND8[:2], keys, e, w) for e, w in [(0.0, 1.0), (1.0, 3.0), (0.5, 0.0)]]
   # One trace of the scan body over the doubled batch, no recompiles.
   assert traces == [(4,) + SHAPE]
   assert np.abs(outs[0] - outs[1]).max() > 1e-3
@@ -272,8 +282,7 @@ def test_sampler_scalars_are_traced():
 
 N_GAUSS = 20_000
 MU = np.array([1.0, -0.5, 0.25, 2.0])
-_L = np.array([[1.0, 0, 0, 0], [0.5, 0.8, 0, 0], [-0.3, 0.4, 0.9, 0],
-               [0.2, -0.1, 0.3, 0.6]])
+_L = np.array([[1.0, 0, 0, 0], [0.5, 0.8, 0, 0], [-0.3, 0.4, 0.9, 0], [0.2, -0.1, 0.3, 0.6]])
 SIGMA = _L @ _L.T  # non-diagonal, eigenvalues 0.18 .. 1.5
 # eta -> (absolute mean bound, covariance bound relative to sqrt(S_ii S_jj))
 DISC = {0.0: (0.015, 0.05), 1.0: (0.001, 0.10)}
@@ -281,8 +290,7 @@ DISC = {0.0: (0.015, 0.05), 1.0: (0.001, 0.10)}
 
 def gaussian_params(mu, sigma):
   lam, u = np.linalg.eigh(sigma)
-  return {k: np.asarray(v, np.float32) for k, v in
-          dict(mu=mu, u=u, lam=lam).items()}
+  return {k: np.asarray(v, np.float32) for k, v in dict(mu=mu, u=u, lam=lam).items()}
 
 
 def gaussian_denoise(params, x, t, cond, drop):
@@ -314,20 +322,28 @@ def moment_excess(x, mean, cov, mean_tol=0.0, cov_rel_tol=0.0, z=5.0):
   x = np.asarray(x, np.float64)
   n, dv = len(x), np.diag(cov)
   mean_tol = z * np.sqrt(dv / n) + mean_tol
-  cov_tol = (z * np.sqrt((np.outer(dv, dv) + cov**2) / n)
-             + cov_rel_tol * np.sqrt(np.outer(dv, dv)))
-  return max(np.max(np.abs(x.mean(0) - mean) / mean_tol),
-             np.max(np.abs(np.cov(x.T) - cov) / cov_tol))
+  cov_tol = z * np.sqrt((np.outer(dv, dv) + cov**2) / n) + cov_rel_tol * np.sqrt(np.outer(dv, dv))
+  return max(
+    np.max(np.abs(x.mean(0) - mean) / mean_tol), np.max(np.abs(np.cov(x.T) - cov) / cov_tol)
+  )
 
 
 @jax.jit
 def _gaussian_sampler(params, eta):
-  return ddim.ddim_sample(gaussian_denoise, params, jnp.zeros((N_GAUSS, 1)),
-                          jax.random.key(11), SCHED, shape=(4,), num_steps=100,
-                          eta=eta, cfg_scale=3.0)
+  return ddim.ddim_sample(
+    gaussian_denoise,
+    params,
+    jnp.zeros((N_GAUSS, 1)),
+    jax.random.key(11),
+    SCHED,
+    shape=(4,),
+    num_steps=100,
+    eta=eta,
+    cfg_scale=3.0,
+  )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gaussian_samples(eta, mean_shift=0.0, cov_scale=1.0):
   params = gaussian_params(MU + mean_shift, SIGMA * cov_scale)
   return np.asarray(_gaussian_sampler(params, eta), np.float64)
@@ -360,24 +376,25 @@ def test_gaussian_checks_catch_a_wrong_predictor():
   # the exact-law check sees it; grosser errors fail against the data itself.
   exact = exact_ddim_moments(MU, SIGMA, 100, 0.0)
   assert moment_excess(gaussian_samples(0.0, cov_scale=1.05), *exact) > 1.0
-  assert moment_excess(gaussian_samples(0.0, cov_scale=1.25), MU, SIGMA,
-                       *DISC[0.0]) > 1.0
-  assert moment_excess(gaussian_samples(0.0, mean_shift=0.1), MU, SIGMA,
-                       *DISC[0.0]) > 1.0
+  assert moment_excess(gaussian_samples(0.0, cov_scale=1.25), MU, SIGMA, *DISC[0.0]) > 1.0
+  assert moment_excess(gaussian_samples(0.0, mean_shift=0.1), MU, SIGMA, *DISC[0.0]) > 1.0
 
 
 # --------------------------------------------------------------------------
 # Training loss
 # --------------------------------------------------------------------------
 
+
 @jax.jit
 def _documented_draws(key, x0):
   """The loss's draws, re-derived from its documented key convention."""
   k_t, k_noise, k_drop = jax.random.split(key, 3)
   b = x0.shape[0]
-  return (jax.random.randint(k_t, (b,), 0, 1000, dtype=jnp.int32),
-          jax.random.normal(k_noise, x0.shape),
-          jax.random.bernoulli(k_drop, 0.5, (b,)))
+  return (
+    jax.random.randint(k_t, (b,), 0, 1000, dtype=jnp.int32),
+    jax.random.normal(k_noise, x0.shape),
+    jax.random.bernoulli(k_drop, 0.5, (b,)),
+  )
 
 
 def test_diffusion_loss_matches_hand_computation():
@@ -386,7 +403,8 @@ def test_diffusion_loss_matches_hand_computation():
   cond = RNG.standard_normal((b, 76), np.float32)
   key = jax.random.key(5)
   loss, aux = jax.jit(functools.partial(diffusion_loss, toy_denoise))(
-      PARAMS6, x0, cond, key, SCHED, 0.5)
+    PARAMS6, x0, cond, key, SCHED, 0.5
+  )
   t, noise, drop = (np.asarray(v) for v in _documented_draws(key, x0))
   np.testing.assert_array_equal(aux["t"], t)
   np.testing.assert_array_equal(aux["drop"], drop)
@@ -421,6 +439,7 @@ def test_diffusion_loss_drop_fraction_and_grad():
 def test_v_prediction_target_converts_back_to_the_noise():
   """eps_from_prediction inverts prediction_target: a perfect v-model is a perfect eps-model."""
   from ecgjax.diffusion.loss import eps_from_prediction, prediction_target
+
   sched = linear_schedule(1000)
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   x0 = jax.random.normal(k1, (6, 4, 128)) * 2.0 + 0.5

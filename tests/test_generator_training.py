@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import export_random_generator, tiny_cfg
 
-from ecgjax import configs
 from ecgjax.data import pipeline
 from ecgjax.diffusion import cohort
 from ecgjax.diffusion import generator as gen_lib
@@ -18,9 +18,9 @@ from ecgjax.train import loop
 from ecgjax.train.state import TrainState, adamw
 from experiments import generate as generate_main
 
-from conftest import export_random_generator, tiny_cfg
-
-needs_8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices (XLA_FLAGS in conftest.py)")
+needs_8 = pytest.mark.skipif(
+  jax.device_count() < 8, reason="needs 8 devices (XLA_FLAGS in conftest.py)"
+)
 
 
 def _leaves_equal(a, b):
@@ -34,24 +34,37 @@ def test_one_unet_step_on_8_devices_equals_one_device():
   gen = gen_lib.build(cfg)
   tx = adamw(1e-3, 1e-4)
   z = jnp.zeros((1, 4, 128))
-  params = jax.device_get(gen.unet.init(jax.random.PRNGKey(0), z, jnp.zeros((1,), jnp.int32),
-                                        jnp.zeros((1, 76)), jnp.zeros((1,), bool)))  # host copy: steps donate
+  params = jax.device_get(
+    gen.unet.init(
+      jax.random.PRNGKey(0),
+      z,
+      jnp.zeros((1,), jnp.int32),
+      jnp.zeros((1, 76)),
+      jnp.zeros((1,), bool),
+    )
+  )  # host copy: steps donate
   rng = np.random.default_rng(0)
-  batch = {"z": rng.normal(size=(16, 4, 128)).astype(np.float32),
-           "cond": rng.normal(size=(16, 76)).astype(np.float32)}
+  batch = {
+    "z": rng.normal(size=(16, 4, 128)).astype(np.float32),
+    "cond": rng.normal(size=(16, 76)).astype(np.float32),
+  }
   step_fn = train_lib.make_unet_step(gen.unet, tx, gen.schedule, 0.1, 0.99)
   results = []
   for n_dev in (1, 8):
     mesh = pipeline.make_mesh(n_dev)
     state = loop.replicate(TrainState.create(params, tx, ema=True), mesh)
     step = loop.jit_train_step(step_fn, mesh)
-    new, metrics = step(state, pipeline.shard_batch(batch, mesh), loop.replicate(jax.random.PRNGKey(1), mesh))
+    new, metrics = step(
+      state, pipeline.shard_batch(batch, mesh), loop.replicate(jax.random.PRNGKey(1), mesh)
+    )
     results.append((jax.device_get(new.params), float(metrics["loss"])))
   assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
   for a, b in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   # and the step changed something
-  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(results[0][0])))
+  assert any(
+    not np.allclose(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(results[0][0]))
+  )
 
 
 def test_training_resumes_exactly(ptbxl, tmp_path):
@@ -59,21 +72,29 @@ def test_training_resumes_exactly(ptbxl, tmp_path):
   mesh = pipeline.make_mesh(1)
   straight, *_ = train_lib.train_vae(cfg, ptbxl, str(tmp_path / "a"), mesh, progress=False)
   # Interrupted after 3 of 6 steps (a checkpoint at 3), then the same call again resumes.
-  _, _, _, step = train_lib.train_vae(cfg, ptbxl, str(tmp_path / "b"), mesh, stop_after=3, progress=False)
+  _, _, _, step = train_lib.train_vae(
+    cfg, ptbxl, str(tmp_path / "b"), mesh, stop_after=3, progress=False
+  )
   assert int(step) == 3
   resumed, *_ = train_lib.train_vae(cfg, ptbxl, str(tmp_path / "b"), mesh, progress=False)
   _leaves_equal(straight, resumed)
   # Same for the U-Net stage (EMA weights, optimiser state and data iterator).
   mean, std = ptbxl.signal_stats()
-  u_straight, scale_a, _ = train_lib.train_unet(cfg, ptbxl, str(tmp_path / "a"), mesh, straight, mean, std,
-                                                progress=False)
-  train_lib.train_unet(cfg, ptbxl, str(tmp_path / "b"), mesh, resumed, mean, std, stop_after=3, progress=False)
-  u_resumed, scale_b, step = train_lib.train_unet(cfg, ptbxl, str(tmp_path / "b"), mesh, resumed, mean, std,
-                                                  progress=False)
+  u_straight, scale_a, _ = train_lib.train_unet(
+    cfg, ptbxl, str(tmp_path / "a"), mesh, straight, mean, std, progress=False
+  )
+  train_lib.train_unet(
+    cfg, ptbxl, str(tmp_path / "b"), mesh, resumed, mean, std, stop_after=3, progress=False
+  )
+  u_resumed, scale_b, step = train_lib.train_unet(
+    cfg, ptbxl, str(tmp_path / "b"), mesh, resumed, mean, std, progress=False
+  )
   assert int(step) == 6 and scale_a == scale_b
   _leaves_equal(u_straight, u_resumed)
   records = loop.read_metrics(str(tmp_path / "a" / "generator" / "metrics.jsonl"))
-  assert {r["stage"] for r in records} == {"vae", "unet"} and all(np.isfinite(r["loss"]) for r in records)
+  assert {r["stage"] for r in records} == {"vae", "unet"} and all(
+    np.isfinite(r["loss"]) for r in records
+  )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +106,9 @@ def exported(ptbxl, tmp_path_factory):
 def test_interrupted_generation_resumes_to_the_same_cohort(exported, ptbxl, tmp_path):
   cfg, workdir = exported
   mesh = pipeline.make_mesh(1)
-  args = dict(cfg=cfg, mesh=mesh, ds=ptbxl, workdir=workdir, n=21, seed=3, shard_size=8, progress=False)
+  args = dict(
+    cfg=cfg, mesh=mesh, ds=ptbxl, workdir=workdir, n=21, seed=3, shard_size=8, progress=False
+  )
   generate_main.generate(out=str(tmp_path / "straight"), **args)
   partial = generate_main.generate(out=str(tmp_path / "resumed"), stop_after_shards=1, **args)
   assert not partial["complete"] and len(partial["shards"]) == 1
@@ -93,7 +116,10 @@ def test_interrupted_generation_resumes_to_the_same_cohort(exported, ptbxl, tmp_
     cohort.read_cohort(str(tmp_path / "resumed"))
   cfg.sample.batch_size = 8  # a different batch size must not change any sample
   generate_main.generate(out=str(tmp_path / "resumed"), **args)
-  a, b = cohort.read_cohort(str(tmp_path / "straight")), cohort.read_cohort(str(tmp_path / "resumed"))
+  a, b = (
+    cohort.read_cohort(str(tmp_path / "straight")),
+    cohort.read_cohort(str(tmp_path / "resumed")),
+  )
   assert a["signals"].shape == (21, 12, 1000) and np.array_equal(b["index"], np.arange(21))
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -118,8 +144,13 @@ def test_cond_of_the_wrong_width_is_an_error(exported, ptbxl):
   cfg, workdir = exported
   gen = gen_lib.load(workdir, cfg, ptbxl.content_key)
   with pytest.raises(ConfigError, match=r"cond has shape \(4, 75\).*\(n, 76\)"):
-    gen.generate(np.zeros((4, 75), np.float32), jax.random.PRNGKey(0), mesh=pipeline.make_mesh(1),
-                 num_steps=2, cfg_scale=3.0)
+    gen.generate(
+      np.zeros((4, 75), np.float32),
+      jax.random.PRNGKey(0),
+      mesh=pipeline.make_mesh(1),
+      num_steps=2,
+      cfg_scale=3.0,
+    )
 
 
 def test_missing_checkpoint_is_an_error(tmp_path):

@@ -11,8 +11,10 @@ from ecgjax.data import pipeline
 
 
 def _arrays(n=50):
-  return {"x": np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32),
-          "id": np.arange(n)}
+  return {
+    "x": np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32),
+    "id": np.arange(n),
+  }
 
 
 def _take(iterator, k):
@@ -45,8 +47,17 @@ def test_restored_iterator_continues_exactly():
 
 def test_processes_split_each_global_batch_disjointly():
   single = _take(iter(pipeline.train_dataset(_arrays(), global_batch_size=8, seed=1)), 5)
-  per_process = [_take(iter(pipeline.train_dataset(
-      _arrays(), global_batch_size=8, seed=1, process_index=p, process_count=2)), 5) for p in (0, 1)]
+  per_process = [
+    _take(
+      iter(
+        pipeline.train_dataset(
+          _arrays(), global_batch_size=8, seed=1, process_index=p, process_count=2
+        )
+      ),
+      5,
+    )
+    for p in (0, 1)
+  ]
   for step in range(5):
     a, b = per_process[0][step]["id"], per_process[1][step]["id"]
     assert a.shape == (4,) and not set(a) & set(b)
@@ -57,8 +68,9 @@ def test_processes_split_each_global_batch_disjointly():
 def test_eval_pipeline_yields_every_record_once(n, batch, processes):
   seen = []
   for p in range(processes):
-    for element in pipeline.eval_dataset(_arrays(n), global_batch_size=batch, process_index=p,
-                                         process_count=processes):
+    for element in pipeline.eval_dataset(
+      _arrays(n), global_batch_size=batch, process_index=p, process_count=processes
+    ):
       assert element["id"].shape == (batch // processes,)
       seen.extend(element["id"][element["mask"]].tolist())
   assert sorted(seen) == list(range(n))
@@ -76,7 +88,7 @@ def test_global_batch_is_split_across_8_devices():
   assert len(shards) == 8 and {s.device for s in shards} == set(jax.devices()[:8])
   for k, shard in enumerate(shards):
     assert shard.data.shape == (2, 3)
-    np.testing.assert_array_equal(np.asarray(shard.data), local["x"][2 * k:2 * k + 2])
+    np.testing.assert_array_equal(np.asarray(shard.data), local["x"][2 * k : 2 * k + 2])
   with pytest.raises(ValueError, match="does not split over 8 devices"):
     pipeline.shard_batch({"x": np.zeros((12, 3))}, mesh)
 

@@ -13,7 +13,7 @@ import pytest
 
 from ecgjax import policies as P
 from ecgjax.data.table import anchor_class
-from ecgjax.policies import classes, demographic, diversity, judge
+from ecgjax.policies import classes, demographic, diversity
 
 N = 20_000  # draw size of the property tests
 N_JUDGE = 1_000  # judge-driven policies select n from a pool of POOL_FACTOR x n
@@ -37,9 +37,18 @@ def train(ptbxl):
   labels = ptbxl.labels[m]
   p = labels.mean(axis=0)
   anchor = anchor_class(labels, p)
-  return dict(labels=labels, cond=ptbxl.cond[m], demo=ptbxl.demo[m], demo_z=ptbxl.demo_z[m],
-              p=p, anchor=anchor, group=np.where(anchor < 0, 71, anchor), age=ptbxl.demo[m, 0],
-              sex=ptbxl.demo[m, 1].astype(int), rows=np.flatnonzero(m))
+  return dict(
+    labels=labels,
+    cond=ptbxl.cond[m],
+    demo=ptbxl.demo[m],
+    demo_z=ptbxl.demo_z[m],
+    p=p,
+    anchor=anchor,
+    group=np.where(anchor < 0, 71, anchor),
+    age=ptbxl.demo[m, 0],
+    sex=ptbxl.demo[m, 1].astype(int),
+    rows=np.flatnonzero(m),
+  )
 
 
 def judge_state(key, table, n, name):
@@ -48,11 +57,14 @@ def judge_state(key, table, n, name):
   so repeated rows give near-duplicate samples."""
   pool = P.draw_pool(jax.random.fold_in(key, 1), table, n, name)
   k_row, k_noise = jax.random.split(jax.random.fold_in(key, 2))
-  row_logits = (4.0 * (table.labels - 0.5) - 1.0
-                + jax.random.normal(k_row, table.labels.shape))
+  row_logits = 4.0 * (table.labels - 0.5) - 1.0 + jax.random.normal(k_row, table.labels.shape)
   logits = row_logits[pool.rows] + 0.3 * jax.random.normal(k_noise, pool.labels.shape)
-  return dict(pool=pool, judge_logits=logits, judge_probs=jax.nn.sigmoid(logits),
-              thresholds=jnp.linspace(0.3, 0.7, 71))
+  return dict(
+    pool=pool,
+    judge_logits=logits,
+    judge_probs=jax.nn.sigmoid(logits),
+    thresholds=jnp.linspace(0.3, 0.7, 71),
+  )
 
 
 _CACHE = {}
@@ -65,8 +77,10 @@ def draw(table, name, seed=0, n=None):
     key = jax.random.PRNGKey(seed)
     state = judge_state(key, table, n, name) if name in P.JUDGE_POLICIES else {}
     d = JIT[name](key, table, n, **state)
-    _CACHE[name, seed, n] = (jax.tree.map(np.asarray, d),
-                             jax.tree.map(np.asarray, state) if state else None)
+    _CACHE[name, seed, n] = (
+      jax.tree.map(np.asarray, d),
+      jax.tree.map(np.asarray, state) if state else None,
+    )
   return _CACHE[name, seed, n]
 
 
@@ -78,12 +92,29 @@ def _row_set(a):
 
 
 def test_policy_names():
-  assert sorted(P.POLICIES) == sorted([
-      "real_subset", "real_matched", "uniform_class", "rare_boost", "rare_oversample_3x",
-      "demo_strat", "demo_balanced", "synth_cond", "qfilter_matched", "qstrat_matched",
-      "iter_relabel", "diversity_oversample", "prototype"])
-  assert P.POOL_FACTOR == {"qfilter_matched": 2, "qstrat_matched": 2, "iter_relabel": 1,
-                           "diversity_oversample": 2}
+  assert sorted(P.POLICIES) == sorted(
+    [
+      "real_subset",
+      "real_matched",
+      "uniform_class",
+      "rare_boost",
+      "rare_oversample_3x",
+      "demo_strat",
+      "demo_balanced",
+      "synth_cond",
+      "qfilter_matched",
+      "qstrat_matched",
+      "iter_relabel",
+      "diversity_oversample",
+      "prototype",
+    ]
+  )
+  assert P.POOL_FACTOR == {
+    "qfilter_matched": 2,
+    "qstrat_matched": 2,
+    "iter_relabel": 1,
+    "diversity_oversample": 2,
+  }
   with pytest.raises(ValueError, match="nope"):
     P.get_policy("nope")
 
@@ -213,8 +244,10 @@ def test_raking_meets_reachable_targets():
   p = np.array([0.5, 0.2, 0.08, 0.04, 0.03, 0.015, 0.01, 0.005])
   labels = jnp.asarray(rng.random((4000, p.size)) < p, jnp.float32)
   prev = labels.mean(0)
-  for targets, raised in (classes.rare_boost_targets(prev),
-                          classes.rare_oversample_3x_targets(prev)):
+  for targets, raised in (
+    classes.rare_boost_targets(prev),
+    classes.rare_oversample_3x_targets(prev),
+  ):
     w, joint = jax.jit(P.rake_weights)(labels, targets, raised)
     assert bool(joint)
     np.testing.assert_allclose(np.asarray(w @ labels), np.asarray(targets), atol=1e-3)

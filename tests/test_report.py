@@ -23,22 +23,37 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # policy -> {seed: (macro, common, moderate, rare)}; None is a bucket without evaluable codes.
 TSTR = {
-    "prototype": {0: (0.79, 0.76, 0.82, 0.79), 1: (0.78, 0.75, 0.83, None)},
-    "my_new_policy": {0: (0.85, 0.86, 0.84, 0.85)},  # not in Table 1: goes last, as "Other"
-    "uniform_class": {0: (0.86, 0.877, 0.859, 0.855), 2: (0.85, 0.876, 0.858, 0.856)},  # seed 1 missing
-    "real_matched": {0: (0.8845, 0.88, 0.87, 0.89), 1: (0.8967, 0.89, 0.88, 0.90),
-                     2: (0.872, 0.877, 0.875, 0.88)},
-    "real_subset": {0: (0.907, 0.9345, 0.923, 0.8978)},
-    "rare_boost": {0: (0.8816, 0.8882, 0.8748, 0.8815)},  # seeds 1, 2: corrupt and partial files
+  "prototype": {0: (0.79, 0.76, 0.82, 0.79), 1: (0.78, 0.75, 0.83, None)},
+  "my_new_policy": {0: (0.85, 0.86, 0.84, 0.85)},  # not in Table 1: goes last, as "Other"
+  "uniform_class": {
+    0: (0.86, 0.877, 0.859, 0.855),
+    2: (0.85, 0.876, 0.858, 0.856),
+  },  # seed 1 missing
+  "real_matched": {
+    0: (0.8845, 0.88, 0.87, 0.89),
+    1: (0.8967, 0.89, 0.88, 0.90),
+    2: (0.872, 0.877, 0.875, 0.88),
+  },
+  "real_subset": {0: (0.907, 0.9345, 0.923, 0.8978)},
+  "rare_boost": {0: (0.8816, 0.8882, 0.8748, 0.8815)},  # seeds 1, 2: corrupt and partial files
 }
 BLEND = {0.0: {0: 0.88, 1: 0.89}, 0.5: {0: 0.90, 1: 0.91, 2: 0.915}, 1.0: {0: 0.907}}
 ORDER = ["real_subset", "real_matched", "uniform_class", "rare_boost", "prototype", "my_new_policy"]
 
 
 def _metrics(policy, seed, macro, buckets, **extra):
-  return {"policy": policy, "seed": seed, "n_train": 64, "macro_auroc": macro,
-          "buckets": dict(zip(report.BUCKETS, buckets)), "per_code": {"NORM": macro},
-          "n_evaluable": 3, "config": {"preset": "mini"}, "timings": {"total_s": 1.0}, **extra}
+  return {
+    "policy": policy,
+    "seed": seed,
+    "n_train": 64,
+    "macro_auroc": macro,
+    "buckets": dict(zip(report.BUCKETS, buckets)),
+    "per_code": {"NORM": macro},
+    "n_evaluable": 3,
+    "config": {"preset": "mini"},
+    "timings": {"total_s": 1.0},
+    **extra,
+  }
 
 
 def _write(path, text):
@@ -53,19 +68,28 @@ def workdir(tmp_path):
   wd = tmp_path / "wd"
   for policy, seeds in TSTR.items():
     for seed, (macro, *buckets) in seeds.items():
-      _write(wd / "tstr" / policy / f"seed_{seed}" / "metrics.json",
-             json.dumps(_metrics(policy, seed, macro, buckets)))
+      _write(
+        wd / "tstr" / policy / f"seed_{seed}" / "metrics.json",
+        json.dumps(_metrics(policy, seed, macro, buckets)),
+      )
   bad = {
-      "corrupt": _write(wd / "tstr" / "rare_boost" / "seed_1" / "metrics.json",
-                        '{"policy": "rare_boost", "se'),  # truncated mid-write
-      "partial": _write(wd / "tstr" / "rare_boost" / "seed_2" / "metrics.json",
-                        json.dumps({"policy": "rare_boost", "seed": 2, "buckets": {}})),
+    "corrupt": _write(
+      wd / "tstr" / "rare_boost" / "seed_1" / "metrics.json", '{"policy": "rare_boost", "se'
+    ),  # truncated mid-write
+    "partial": _write(
+      wd / "tstr" / "rare_boost" / "seed_2" / "metrics.json",
+      json.dumps({"policy": "rare_boost", "seed": 2, "buckets": {}}),
+    ),
   }
-  os.makedirs(wd / "tstr" / "rare_boost" / "seed_3")  # a run still going: no file yet, nothing to say
+  os.makedirs(
+    wd / "tstr" / "rare_boost" / "seed_3"
+  )  # a run still going: no file yet, nothing to say
   for frac, seeds in BLEND.items():
     for seed, macro in seeds.items():
-      _write(wd / "blend" / f"frac_{frac}" / f"seed_{seed}" / "metrics.json",
-             json.dumps(_metrics("blend", seed, macro, (macro, macro, macro), real_fraction=frac)))
+      _write(
+        wd / "blend" / f"frac_{frac}" / f"seed_{seed}" / "metrics.json",
+        json.dumps(_metrics("blend", seed, macro, (macro, macro, macro), real_fraction=frac)),
+      )
   return str(wd), bad
 
 
@@ -84,8 +108,10 @@ def test_collect_skips_bad_files_with_a_warning_naming_them(workdir):
 
 
 def test_collect_skips_a_file_in_the_wrong_directory(tmp_path):
-  path = _write(tmp_path / "tstr" / "real_matched" / "seed_1" / "metrics.json",
-                json.dumps(_metrics("uniform_class", 1, 0.8, (0.8, 0.8, 0.8))))
+  path = _write(
+    tmp_path / "tstr" / "real_matched" / "seed_1" / "metrics.json",
+    json.dumps(_metrics("uniform_class", 1, 0.8, (0.8, 0.8, 0.8))),
+  )
   with pytest.warns(report.SkippedRunWarning, match="does not match") as record:
     assert report.collect(str(tmp_path)) == []
   assert path in str(record[0].message)
@@ -94,12 +120,23 @@ def test_collect_skips_a_file_in_the_wrong_directory(tmp_path):
 def test_table1_means_std_and_seed_counts_match_numpy(workdir):
   with pytest.warns(report.SkippedRunWarning):
     df = report.table1(report.collect(workdir[0]))
-  assert list(df.columns) == ["group", "policy", "macro", "macro_std", "common", "moderate", "rare", "seeds"]
+  assert list(df.columns) == [
+    "group",
+    "policy",
+    "macro",
+    "macro_std",
+    "common",
+    "moderate",
+    "rare",
+    "seeds",
+  ]
   assert list(df["policy"]) == ORDER
   assert list(df["group"]) == ["Reference", "Reference", "Class", "Class", "Diversity", "Other"]
   for _, row in df.iterrows():
     seeds = TSTR[row["policy"]]
-    values = np.array([[np.nan if v is None else v for v in s] for s in seeds.values()], dtype=float)
+    values = np.array(
+      [[np.nan if v is None else v for v in s] for s in seeds.values()], dtype=float
+    )
     assert row["seeds"] == len(seeds)
     np.testing.assert_allclose(row["macro"], values[:, 0].mean(), rtol=0, atol=1e-12)
     if len(seeds) > 1:
@@ -110,13 +147,22 @@ def test_table1_means_std_and_seed_counts_match_numpy(workdir):
       np.testing.assert_allclose(row[b], np.nanmean(values[:, j]), rtol=0, atol=1e-12)
   rm = df.set_index("policy").loc["real_matched"]
   assert rm["macro_std"] == pytest.approx(np.std([0.8845, 0.8967, 0.872], ddof=1))
-  assert df.set_index("policy").loc["prototype", "rare"] == pytest.approx(0.79)  # the null bucket is left out
+  assert df.set_index("policy").loc["prototype", "rare"] == pytest.approx(
+    0.79
+  )  # the null bucket is left out
   assert df.set_index("policy").loc["uniform_class", "seeds"] == 2  # seeds 0 and 2 only
 
 
 def test_table1_all_null_bucket_is_nan():
-  runs = [{"policy": "real_matched", "seed": s, "macro_auroc": 0.8,
-           "buckets": {"common": 0.8, "moderate": None}} for s in (0, 1)]
+  runs = [
+    {
+      "policy": "real_matched",
+      "seed": s,
+      "macro_auroc": 0.8,
+      "buckets": {"common": 0.8, "moderate": None},
+    }
+    for s in (0, 1)
+  ]
   row = report.table1(runs).iloc[0]
   assert np.isnan(row["moderate"]) and np.isnan(row["rare"]) and row["macro_std"] == 0.0
 
@@ -160,10 +206,16 @@ def test_figures_and_csv(workdir, tmp_path):
   _assert_png(report.figure1(df, str(tmp_path / "out" / "figure1.png")))
   _assert_png(report.figure2(report.collect(wd, "blend"), str(tmp_path / "out" / "figure2.png")))
   # No reference rows at all still draws (no baseline or ceiling line to place).
-  _assert_png(report.figure1(df[df["group"] != "Reference"].reset_index(drop=True), str(tmp_path / "f1b.png")))
+  _assert_png(
+    report.figure1(df[df["group"] != "Reference"].reset_index(drop=True), str(tmp_path / "f1b.png"))
+  )
   back = pd.read_csv(report.to_csv(df, str(tmp_path / "out" / "table1.csv")))
   pd.testing.assert_frame_equal(back, df, check_dtype=False)
-  assert sorted(os.listdir(tmp_path / "out")) == ["figure1.png", "figure2.png", "table1.csv"]  # no temp files
+  assert sorted(os.listdir(tmp_path / "out")) == [
+    "figure1.png",
+    "figure2.png",
+    "table1.csv",
+  ]  # no temp files
 
 
 def test_blend_table(workdir):
@@ -194,8 +246,13 @@ def test_make_report_empty_workdir_names_it(tmp_path):
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.report", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.report", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_cli_writes_report_and_prints_table(workdir):
@@ -205,7 +262,13 @@ def test_cli_writes_report_and_prints_table(workdir):
   assert "| Reference | `real_subset` (ceiling) | 0.9070 |" in proc.stdout
   assert bad["corrupt"] in proc.stderr and bad["partial"] in proc.stderr
   out = os.path.join(wd, "report")
-  assert sorted(os.listdir(out)) == ["blend.csv", "figure1.png", "figure2.png", "table1.csv", "table1.md"]
+  assert sorted(os.listdir(out)) == [
+    "blend.csv",
+    "figure1.png",
+    "figure2.png",
+    "table1.csv",
+    "table1.md",
+  ]
   with open(os.path.join(out, "table1.md")) as f:
     assert f.read() in proc.stdout
   _assert_png(os.path.join(out, "figure1.png"))
@@ -222,8 +285,14 @@ def test_cli_empty_workdir_exits_1_with_one_line(tmp_path):
 
 
 def _bash(*args, env=None):
-  return subprocess.run(["bash", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
-                        env={**os.environ, **(env or {})})
+  return subprocess.run(
+    ["bash", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=60,
+    env={**os.environ, **(env or {})},
+  )
 
 
 @pytest.mark.parametrize("script", ["launch/sweep.sh", "launch/tpu_vm.sh"])
@@ -240,8 +309,16 @@ def test_sweep_runs_every_policy_in_table1_order_then_the_report():
   assert proc.returncode == 0, proc.stderr
   cmds = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
   assert [c[3] for c in cmds[:-1]] == [f"--policy={p}" for p in report.POLICY_ORDER]
-  assert cmds[0] == ["python", "-m", "experiments.tstr", "--policy=real_subset", "--seeds=0,1,2",
-                     "--preset=mini", "--workdir=w d", "--config.x=1"]
+  assert cmds[0] == [
+    "python",
+    "-m",
+    "experiments.tstr",
+    "--policy=real_subset",
+    "--seeds=0,1,2",
+    "--preset=mini",
+    "--workdir=w d",
+    "--config.x=1",
+  ]
   assert cmds[-1] == ["python", "-m", "experiments.report", "--workdir=w d"]
   assert _bash("launch/sweep.sh", "--seeds=zero").returncode == 1
 

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ecgjax.diffusion import ddim
 from ecgjax.diffusion.schedule import linear_schedule
@@ -24,10 +25,13 @@ NUM_STEPS = 6
 SCHED = linear_schedule()
 
 pytestmark = pytest.mark.skipif(
-    jax.device_count() < N_DEVICES,
-    reason=(f"needs {N_DEVICES} devices, found {jax.device_count()}; set "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={N_DEVICES} "
-            "before jax is first imported"))
+  jax.device_count() < N_DEVICES,
+  reason=(
+    f"needs {N_DEVICES} devices, found {jax.device_count()}; set "
+    f"XLA_FLAGS=--xla_force_host_platform_device_count={N_DEVICES} "
+    "before jax is first imported"
+  ),
+)
 
 
 class ToyDenoiser(nn.Module):
@@ -52,18 +56,23 @@ def denoise(params, x, t, cond, drop):
 @pytest.fixture(scope="module")
 def setup():
   rng = np.random.default_rng(0)
-  params = MODEL.init(jax.random.key(0), np.zeros((2,) + SHAPE, np.float32),
-                      np.zeros((2,), np.int32), np.zeros((2, 76), np.float32),
-                      np.zeros((2,), bool))
+  params = MODEL.init(
+    jax.random.key(0),
+    np.zeros((2,) + SHAPE, np.float32),
+    np.zeros((2,), np.int32),
+    np.zeros((2, 76), np.float32),
+    np.zeros((2,), bool),
+  )
   cond = rng.standard_normal((BATCH, 76), np.float32)
   keys = rng.integers(0, 2**32, (BATCH, 2), dtype=np.uint32)
   mesh = jax.make_mesh((N_DEVICES,), ("data",))
-  sampler = ddim.make_sharded_sampler(denoise, SCHED, mesh, shape=SHAPE,
-                                      num_steps=NUM_STEPS)
+  sampler = ddim.make_sharded_sampler(denoise, SCHED, mesh, shape=SHAPE, num_steps=NUM_STEPS)
   # Unsharded: numpy inputs are uncommitted, so this runs on one device.
-  reference = jax.jit(lambda p, c, k, w, e: ddim.ddim_sample_with_keys(
-      denoise, p, c, k, SCHED, shape=SHAPE, num_steps=NUM_STEPS, eta=e,
-      cfg_scale=w))
+  reference = jax.jit(
+    lambda p, c, k, w, e: ddim.ddim_sample_with_keys(
+      denoise, p, c, k, SCHED, shape=SHAPE, num_steps=NUM_STEPS, eta=e, cfg_scale=w
+    )
+  )
   return params, cond, keys, mesh, sampler, reference
 
 

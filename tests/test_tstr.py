@@ -18,9 +18,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(*args, timeout=120):
-  env = {**os.environ, "ECGJAX_CACHE_DIR": os.environ.get("ECGJAX_CACHE_DIR", "/tmp/ecgjax-test-cache")}
-  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO,
-                        timeout=timeout, env=env)
+  env = {
+    **os.environ,
+    "ECGJAX_CACHE_DIR": os.environ.get("ECGJAX_CACHE_DIR", "/tmp/ecgjax-test-cache"),
+  }
+  return subprocess.run(
+    [sys.executable, "-m", *args],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=timeout,
+    env=env,
+  )
 
 
 def _split(ds):
@@ -33,12 +42,15 @@ def test_classifier_learns_on_real_records(ptbxl):
   (xtr, ytr), (xva, yva), (xte, yte) = _split(ptbxl)
   ccfg = configs.get_config("mini").classifier
   ccfg.epochs = 8
-  clf = classifier.train_classifier(ccfg, xtr, ytr, xva, yva, mesh=pipeline.make_mesh(1), ckpt_dir=None,
-                                    seed=0, progress=False)
+  clf = classifier.train_classifier(
+    ccfg, xtr, ytr, xva, yva, mesh=pipeline.make_mesh(1), ckpt_dir=None, seed=0, progress=False
+  )
   enough = ptbxl.evaluable(min_test_positives=5)
   auc = metrics.macro_auroc(yte, clf.predict(xte, pipeline.make_mesh(1)), enough)
-  print(f"real_subset, {ccfg.epochs} epochs on {len(xtr)} records: fold-10 macro AUROC {auc:.4f} "
-        f"over {enough.sum()} codes with >= 5 test positives (best epoch {clf.best_epoch + 1})")
+  print(
+    f"real_subset, {ccfg.epochs} epochs on {len(xtr)} records: fold-10 macro AUROC {auc:.4f} "
+    f"over {enough.sum()} codes with >= 5 test positives (best epoch {clf.best_epoch + 1})"
+  )
   assert auc > 0.6
 
 
@@ -49,9 +61,15 @@ def test_classifier_resumes_exactly(ptbxl, tmp_path):
   ccfg.update(epochs=2, batch_size=32)
   mesh = pipeline.make_mesh(1)
   kw = dict(mesh=mesh, seed=3, progress=False)
-  straight = classifier.train_classifier(ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "a"), **kw)
-  classifier.train_classifier(ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "b"), stop_after_epochs=1, **kw)
-  resumed = classifier.train_classifier(ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "b"), **kw)
+  straight = classifier.train_classifier(
+    ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "a"), **kw
+  )
+  classifier.train_classifier(
+    ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "b"), stop_after_epochs=1, **kw
+  )
+  resumed = classifier.train_classifier(
+    ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "b"), **kw
+  )
   assert straight.best_epoch == resumed.best_epoch
   for a, b in zip(jax.tree.leaves(straight.variables), jax.tree.leaves(resumed.variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -66,10 +84,24 @@ def test_real_subset_run_writes_metrics_and_skips_on_rerun(ptbxl, tmp_path):
   assert not skipped
   path = tmp_path / "tstr" / "real_subset" / "seed_0" / "metrics.json"
   stored = json.loads(path.read_text())
-  for key in ("policy", "seed", "n_train", "macro_auroc", "buckets", "per_code", "n_evaluable", "config",
-              "timings", "code_version"):
+  for key in (
+    "policy",
+    "seed",
+    "n_train",
+    "macro_auroc",
+    "buckets",
+    "per_code",
+    "n_evaluable",
+    "config",
+    "timings",
+    "code_version",
+  ):
     assert key in stored, key
-  assert stored["n_train"] == 64 and stored["policy"] == "real_subset" and stored["generator_budget"] == 0
+  assert (
+    stored["n_train"] == 64
+    and stored["policy"] == "real_subset"
+    and stored["generator_budget"] == 0
+  )
   assert set(stored["buckets"]) == {"common", "moderate", "rare"}
   assert stored["n_evaluable"] == int(ptbxl.evaluable().sum()) == len(stored["per_code"])
   assert np.isclose(stored["macro_auroc"], np.mean(list(stored["per_code"].values())))
@@ -81,13 +113,23 @@ def test_real_subset_run_writes_metrics_and_skips_on_rerun(ptbxl, tmp_path):
 def test_unknown_policy_lists_the_valid_ones():
   out = _cli("experiments.tstr", "--policy=oversample_everything")
   assert out.returncode == 1
-  assert "oversample_everything" in out.stderr and "real_matched" in out.stderr and "qstrat_matched" in out.stderr
+  assert (
+    "oversample_everything" in out.stderr
+    and "real_matched" in out.stderr
+    and "qstrat_matched" in out.stderr
+  )
   assert "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("flag,needle", [("--seeds=0,x", "--seeds='0,x'"), ("--seeds=-1", "--seeds='-1'"),
-                                         ("--n=0", "--n must be a positive integer, got 0"),
-                                         ("--n=-5", "--n must be a positive integer, got -5")])
+@pytest.mark.parametrize(
+  "flag,needle",
+  [
+    ("--seeds=0,x", "--seeds='0,x'"),
+    ("--seeds=-1", "--seeds='-1'"),
+    ("--n=0", "--n must be a positive integer, got 0"),
+    ("--n=-5", "--n must be a positive integer, got -5"),
+  ],
+)
 def test_bad_seeds_and_n(flag, needle):
   out = _cli("experiments.tstr", "--policy=real_matched", flag)
   assert out.returncode == 1 and needle in out.stderr and "Traceback" not in out.stderr
@@ -105,8 +147,19 @@ def test_paper_preset_without_generator_is_an_error(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-MAINS = ["data_summary", "bench_data", "train_generator", "generate", "train_judge", "tstr", "blend", "trts",
-         "report", "bench_xresnet", "bench_policies"]
+MAINS = [
+  "data_summary",
+  "bench_data",
+  "train_generator",
+  "generate",
+  "train_judge",
+  "tstr",
+  "blend",
+  "trts",
+  "report",
+  "bench_xresnet",
+  "bench_policies",
+]
 
 
 @pytest.mark.parametrize("main", MAINS)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import grain
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -37,21 +38,28 @@ class ArraySource:
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  return (jax.process_index() if process_index is None else process_index,
-          jax.process_count() if process_count is None else process_count)
+  return (
+    jax.process_index() if process_index is None else process_index,
+    jax.process_count() if process_count is None else process_count,
+  )
 
 
 def _local_batch_size(global_batch_size: int, process_count: int) -> int:
   if global_batch_size <= 0 or global_batch_size % process_count:
     raise ValueError(
-        f"global batch size {global_batch_size} must be positive and divisible by the "
-        f"process count {process_count}")
+      f"global batch size {global_batch_size} must be positive and divisible by the "
+      f"process count {process_count}"
+    )
   return global_batch_size // process_count
 
 
 def train_dataset(
-    arrays: Mapping[str, np.ndarray], *, global_batch_size: int, seed: int,
-    process_index: int | None = None, process_count: int | None = None,
+  arrays: Mapping[str, np.ndarray],
+  *,
+  global_batch_size: int,
+  seed: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> grain.IterDataset:
   """Seeded shuffle (a new order every epoch), endless repeat, drop-remainder batches.
 
@@ -60,7 +68,9 @@ def train_dataset(
   """
   source = ArraySource(arrays)
   if len(source) < global_batch_size:
-    raise ValueError(f"{len(source)} records are fewer than one global batch of {global_batch_size}")
+    raise ValueError(
+      f"{len(source)} records are fewer than one global batch of {global_batch_size}"
+    )
   index, count = _process(process_index, process_count)
   local = _local_batch_size(global_batch_size, count)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
@@ -69,8 +79,11 @@ def train_dataset(
 
 
 def eval_dataset(
-    arrays: Mapping[str, np.ndarray], *, global_batch_size: int,
-    process_index: int | None = None, process_count: int | None = None,
+  arrays: Mapping[str, np.ndarray],
+  *,
+  global_batch_size: int,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> grain.MapDataset:
   """Every record exactly once, in order; the last global batch is padded.
 
@@ -105,6 +118,7 @@ def process0_decides(value: np.ndarray) -> np.ndarray:
   if jax.process_count() == 1:
     return np.asarray(value)
   from jax.experimental import multihost_utils
+
   return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(value)))
 
 
@@ -116,8 +130,9 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     raise ValueError(f"num_devices={num_devices}: {len(devices)} devices are available")
   # Auto axes: the compiler propagates shardings (GSPMD), so model code needs
   # no sharding annotations; jax.make_mesh defaults to Explicit axes otherwise.
-  return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n],
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh(
+    (n,), (DATA_AXIS,), devices=devices[:n], axis_types=(jax.sharding.AxisType.Auto,)
+  )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -138,6 +153,7 @@ def shard_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, 
     global_rows = v.shape[0] * jax.process_count()
     if global_rows % n_dev:
       raise ValueError(
-          f"batch field {k!r}: global batch of {global_rows} rows does not split over {n_dev} devices")
+        f"batch field {k!r}: global batch of {global_rows} rows does not split over {n_dev} devices"
+      )
     out[k] = jax.make_array_from_process_local_data(sharding, v)
   return out

@@ -23,8 +23,17 @@ from ecgjax.data.table import DataError
 
 DATABASE_CSV = "ptbxl_database.csv"
 STATEMENTS_CSV = "scp_statements.csv"
-_REQUIRED_COLUMNS = ("ecg_id", "patient_id", "age", "sex", "height", "weight", "scp_codes",
-                     "strat_fold", "filename_lr")
+_REQUIRED_COLUMNS = (
+  "ecg_id",
+  "patient_id",
+  "age",
+  "sex",
+  "height",
+  "weight",
+  "scp_codes",
+  "strat_fold",
+  "filename_lr",
+)
 _CACHE_FORMAT = b"ecgjax-signals-v1"
 
 
@@ -35,12 +44,14 @@ def embedded_data_dir() -> str:
 
 def default_cache_dir() -> str:
   return os.environ.get("ECGJAX_CACHE_DIR") or os.path.join(
-      os.path.expanduser("~"), ".cache", "ecgjax")
+    os.path.expanduser("~"), ".cache", "ecgjax"
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class PTBXL:
   """The dataset: one row per record, arrays aligned on the first axis."""
+
   signals: np.ndarray  # (N, 12, 1000) float32, mV (read-only memmap when cached)
   labels: np.ndarray  # (N, 71) bool, codes in scp_statements.csv order
   demo: np.ndarray  # (N, 5) float64: age, sex, height, weight, bmi after imputation
@@ -79,8 +90,9 @@ class PTBXL:
     return T.bucket_of(self.train_prevalence)
 
   def evaluable(self, min_test_positives: int = 1) -> np.ndarray:
-    return T.evaluable_codes(self.labels[self.train_mask], self.labels[self.test_mask],
-                             min_test_positives)
+    return T.evaluable_codes(
+      self.labels[self.train_mask], self.labels[self.test_mask], min_test_positives
+    )
 
   def signal_stats(self) -> tuple[np.ndarray, np.ndarray]:
     """Per-lead mean and std (12,) over the train folds, for standardisation."""
@@ -88,12 +100,12 @@ class PTBXL:
     total = np.zeros(12)
     total_sq = np.zeros(12)
     for start in range(0, train.size, 2048):  # chunked: signals may be a large memmap
-      block = np.asarray(self.signals[train[start:start + 2048]], dtype=np.float64)
+      block = np.asarray(self.signals[train[start : start + 2048]], dtype=np.float64)
       total += block.sum(axis=(0, 2))
-      total_sq += (block ** 2).sum(axis=(0, 2))
+      total_sq += (block**2).sum(axis=(0, 2))
     count = train.size * self.signals.shape[-1]
     mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     return mean.astype(np.float32), std.astype(np.float32)
 
   def __len__(self) -> int:
@@ -124,7 +136,9 @@ def _read_csvs(root: str) -> tuple[pd.DataFrame, list[str]]:
   bad_fold = ~db["strat_fold"].isin(range(1, 11))
   if bad_fold.any():
     row = db[bad_fold].iloc[0]
-    raise DataError(f"{db_path}: ecg_id {row['ecg_id']}: strat_fold {row['strat_fold']!r} not in 1..10")
+    raise DataError(
+      f"{db_path}: ecg_id {row['ecg_id']}: strat_fold {row['strat_fold']!r} not in 1..10"
+    )
   return db.sort_values("ecg_id", kind="stable").reset_index(drop=True), codes
 
 
@@ -153,8 +167,9 @@ def _load_signals(root, rel_paths, key, cache_dir, num_workers, progress) -> np.
   shape = (n, len(records_lib.LEADS), records_lib.NUM_SAMPLES)
   if cache_dir is None:
     out = np.empty(shape, np.float32)
-    return records_lib.read_records(root, rel_paths, out=out, num_workers=num_workers,
-                                    progress=progress)
+    return records_lib.read_records(
+      root, rel_paths, out=out, num_workers=num_workers, progress=progress
+    )
   path = os.path.join(cache_dir, f"ptbxl-signals-{key}.npy")
   if os.path.isfile(path):
     cached = np.load(path, mmap_mode="r")
@@ -177,8 +192,11 @@ def _load_signals(root, rel_paths, key, cache_dir, num_workers, progress) -> np.
 
 
 def load_ptbxl(
-    data_dir: str | None = None, *, cache_dir: str | None | bool = True,
-    num_workers: int | None = None, progress: bool = True,
+  data_dir: str | None = None,
+  *,
+  cache_dir: str | None | bool = True,
+  num_workers: int | None = None,
+  progress: bool = True,
 ) -> PTBXL:
   """Loads a PTB-XL root (None: the embedded 400-record slice).
 
@@ -200,15 +218,31 @@ def load_ptbxl(
   if not train.any():
     raise DataError(f"{root}: no records in the train folds 1-8")
   sex = db["sex"].to_numpy(np.float64)
-  demo, mean, std = T.demographics(db["age"].to_numpy(np.float64), sex,
-                                   db["height"].to_numpy(np.float64),
-                                   db["weight"].to_numpy(np.float64), train)
+  demo, mean, std = T.demographics(
+    db["age"].to_numpy(np.float64),
+    sex,
+    db["height"].to_numpy(np.float64),
+    db["weight"].to_numpy(np.float64),
+    train,
+  )
   demo_z = T.zscore(demo, mean, std)
   rel_paths = [str(p) for p in db["filename_lr"]]
   key = _content_key(root, rel_paths)
   signals = _load_signals(root, rel_paths, key, cache_dir, num_workers, progress)
   return PTBXL(
-      signals=signals, labels=labels, demo=demo, demo_z=demo_z, demo_mean=mean, demo_std=std,
-      cond=T.make_cond(labels, demo_z), age=demo[:, 0], sex=sex.astype(np.int64), fold=fold,
-      ecg_id=ecg_id, patient_id=db["patient_id"].to_numpy(np.float64).astype(np.int64),
-      codes=tuple(codes), data_dir=root, content_key=key)
+    signals=signals,
+    labels=labels,
+    demo=demo,
+    demo_z=demo_z,
+    demo_mean=mean,
+    demo_std=std,
+    cond=T.make_cond(labels, demo_z),
+    age=demo[:, 0],
+    sex=sex.astype(np.int64),
+    fold=fold,
+    ecg_id=ecg_id,
+    patient_id=db["patient_id"].to_numpy(np.float64).astype(np.int64),
+    codes=tuple(codes),
+    data_dir=root,
+    content_key=key,
+  )

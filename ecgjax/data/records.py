@@ -34,13 +34,17 @@ def read_record(root: str, rel_path: str) -> np.ndarray:
   try:
     signal, fields = wfdb.rdsamp(path)
   except Exception as e:  # wfdb raises many types for corrupt files.
-    raise DataError(f"record {rel_path}: cannot be read by wfdb ({e.__class__.__name__}: {e})") from None
+    raise DataError(
+      f"record {rel_path}: cannot be read by wfdb ({e.__class__.__name__}: {e})"
+    ) from None
   if fields["fs"] != SAMPLING_RATE:
-    raise DataError(f"record {rel_path}: sampling rate {fields['fs']} Hz, expected {SAMPLING_RATE} Hz")
+    raise DataError(
+      f"record {rel_path}: sampling rate {fields['fs']} Hz, expected {SAMPLING_RATE} Hz"
+    )
   names = [n.upper() for n in fields["sig_name"]]
   if names != [n.upper() for n in LEADS]:
     raise DataError(
-        f"record {rel_path}: leads {fields['sig_name']} ({len(names)}), expected the 12 standard leads {list(LEADS)}"
+      f"record {rel_path}: leads {fields['sig_name']} ({len(names)}), expected the 12 standard leads {list(LEADS)}"
     )
   if signal.shape != (NUM_SAMPLES, len(LEADS)):
     raise DataError(f"record {rel_path}: {signal.shape[0]} samples, expected {NUM_SAMPLES}")
@@ -59,8 +63,12 @@ def _read_chunk(args):
 
 
 def read_records(
-    root: str, rel_paths: Sequence[str], *, out: np.ndarray, num_workers: int | None = None,
-    progress: bool = True,
+  root: str,
+  rel_paths: Sequence[str],
+  *,
+  out: np.ndarray,
+  num_workers: int | None = None,
+  progress: bool = True,
 ) -> np.ndarray:
   """Reads all records into `out` (N, 12, 1000), with a process pool and a progress bar.
 
@@ -70,19 +78,19 @@ def read_records(
   """
   n = len(rel_paths)
   workers = num_workers or os.cpu_count() or 1
-  chunks = [(root, list(rel_paths[i:i + _CHUNK])) for i in range(0, n, _CHUNK)]
+  chunks = [(root, list(rel_paths[i : i + _CHUNK])) for i in range(0, n, _CHUNK)]
   bar = tqdm(total=n, desc="reading records100", unit="rec", disable=not progress)
   try:
     if workers <= 1 or n < _MIN_RECORDS_FOR_POOL:
       results = map(_read_chunk, chunks)
       for i, block in enumerate(results):
-        out[i * _CHUNK:i * _CHUNK + len(block)] = block
+        out[i * _CHUNK : i * _CHUNK + len(block)] = block
         bar.update(len(block))
     else:
       ctx = multiprocessing.get_context("forkserver")
       with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         for i, block in enumerate(pool.map(_read_chunk, chunks)):
-          out[i * _CHUNK:i * _CHUNK + len(block)] = block
+          out[i * _CHUNK : i * _CHUNK + len(block)] = block
           bar.update(len(block))
   finally:
     bar.close()

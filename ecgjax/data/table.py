@@ -35,17 +35,17 @@ def parse_scp_codes(text: str, ecg_id: int) -> dict[str, float]:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
     raise DataError(
-        f"ecg_id {ecg_id}: malformed scp_codes field {text!r} ({e.__class__.__name__})"
+      f"ecg_id {ecg_id}: malformed scp_codes field {text!r} ({e.__class__.__name__})"
     ) from None
   if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
     raise DataError(
-        f"ecg_id {ecg_id}: malformed scp_codes field {text!r} (expected a dict of code -> likelihood)"
+      f"ecg_id {ecg_id}: malformed scp_codes field {text!r} (expected a dict of code -> likelihood)"
     )
   return value
 
 
 def label_matrix(
-    scp_codes: Sequence[Mapping[str, float]], codes: Sequence[str], ecg_ids: Sequence[int]
+  scp_codes: Sequence[Mapping[str, float]], codes: Sequence[str], ecg_ids: Sequence[int]
 ) -> np.ndarray:
   """(N, K) bool: code k present when it is a key of the record's scp_codes.
 
@@ -56,9 +56,7 @@ def label_matrix(
   for i, (record_codes, ecg_id) in enumerate(zip(scp_codes, ecg_ids)):
     for code in record_codes:
       if code not in index:
-        raise DataError(
-            f"ecg_id {ecg_id}: unknown SCP code {code!r} (not in scp_statements.csv)"
-        )
+        raise DataError(f"ecg_id {ecg_id}: unknown SCP code {code!r} (not in scp_statements.csv)")
       labels[i, index[code]] = True
   return labels
 
@@ -76,9 +74,7 @@ def clean_age(age: np.ndarray) -> np.ndarray:
   return age
 
 
-def impute_by_sex(
-    values: np.ndarray, sex: np.ndarray, train: np.ndarray, name: str
-) -> np.ndarray:
+def impute_by_sex(values: np.ndarray, sex: np.ndarray, train: np.ndarray, name: str) -> np.ndarray:
   """Fills NaNs with the train-fold median of the same sex.
 
   If a sex has no observed train value, the train median over both sexes is
@@ -88,7 +84,9 @@ def impute_by_sex(
   values = np.asarray(values, dtype=np.float64).copy()
   observed = train & ~np.isnan(values)
   if not observed.any():
-    raise DataError(f"demographic axis {name!r}: no observed value in the train folds to impute from")
+    raise DataError(
+      f"demographic axis {name!r}: no observed value in the train folds to impute from"
+    )
   overall = float(np.median(values[observed]))
   for s in np.unique(sex):
     rows = sex == s
@@ -99,7 +97,7 @@ def impute_by_sex(
 
 
 def demographics(
-    age: np.ndarray, sex: np.ndarray, height: np.ndarray, weight: np.ndarray, train: np.ndarray
+  age: np.ndarray, sex: np.ndarray, height: np.ndarray, weight: np.ndarray, train: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The five demographic axes, raw and z-normalised on the train folds.
 
@@ -149,7 +147,7 @@ def bucket_of(p: np.ndarray) -> np.ndarray:
 
 
 def evaluable_codes(
-    train_labels: np.ndarray, test_labels: np.ndarray, min_test_positives: int = 1
+  train_labels: np.ndarray, test_labels: np.ndarray, min_test_positives: int = 1
 ) -> np.ndarray:
   """(K,) bool: a positive in train, >= min_test_positives positives and a negative in test."""
   if min_test_positives < 1:

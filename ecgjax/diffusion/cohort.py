@@ -45,9 +45,19 @@ def read_manifest(out_dir: str) -> dict | None:
     raise ConfigError(f"{path}: corrupt manifest ({e}); remove {out_dir} to start again") from None
 
 
-def write_cohort(generate_fn, cond: np.ndarray, labels: np.ndarray, rows: np.ndarray, out_dir: str,
-                 *, seed: int, shard_size: int, identity: dict, stop_after_shards: int | None = None,
-                 progress: bool = True) -> dict:
+def write_cohort(
+  generate_fn,
+  cond: np.ndarray,
+  labels: np.ndarray,
+  rows: np.ndarray,
+  out_dir: str,
+  *,
+  seed: int,
+  shard_size: int,
+  identity: dict,
+  stop_after_shards: int | None = None,
+  progress: bool = True,
+) -> dict:
   """Generates what is missing of the cohort in `out_dir`; returns the manifest.
 
   generate_fn(cond_block, start) -> signals (k, 12, 1000), for samples
@@ -61,25 +71,37 @@ def write_cohort(generate_fn, cond: np.ndarray, labels: np.ndarray, rows: np.nda
   if shard_size <= 0:
     raise ConfigError(f"shard size must be positive, got {shard_size}")
   os.makedirs(out_dir, exist_ok=True)
-  want = {"n": n, "seed": seed, "shard_size": shard_size, "cond_digest": _digest(cond, labels, rows),
-          **identity}
+  want = {
+    "n": n,
+    "seed": seed,
+    "shard_size": shard_size,
+    "cond_digest": _digest(cond, labels, rows),
+    **identity,
+  }
   manifest = read_manifest(out_dir)
   if manifest is None:
     manifest = {**want, "shards": [], "complete": False}
   else:
     stale = sorted(k for k in want if manifest.get(k) != want[k])
     if stale:
-      raise ConfigError(f"{out_dir} holds a different cohort (differs in {', '.join(stale)}); "
-                        f"use another --out or remove it")
-  done = {s["start"] for s in manifest["shards"]
-          if os.path.isfile(os.path.join(out_dir, s["file"]))}
+      raise ConfigError(
+        f"{out_dir} holds a different cohort (differs in {', '.join(stale)}); "
+        f"use another --out or remove it"
+      )
+  done = {
+    s["start"] for s in manifest["shards"] if os.path.isfile(os.path.join(out_dir, s["file"]))
+  }
   manifest["shards"] = [s for s in manifest["shards"] if s["start"] in done]
   starts = np.arange(0, n, shard_size)
   missing = pipeline.process0_decides(np.array([s not in done for s in starts]))
   todo = [int(s) for s in starts[missing]]
-  bar = tqdm(total=n, initial=n - sum(min(shard_size, n - s) for s in todo), unit="ecg",
-             desc=f"generating {os.path.basename(out_dir)}",
-             disable=not progress or jax.process_index() != 0)
+  bar = tqdm(
+    total=n,
+    initial=n - sum(min(shard_size, n - s) for s in todo),
+    unit="ecg",
+    desc=f"generating {os.path.basename(out_dir)}",
+    disable=not progress or jax.process_index() != 0,
+  )
   t0, made = time.perf_counter(), 0
   try:
     for i, start in enumerate(todo):
@@ -89,12 +111,20 @@ def write_cohort(generate_fn, cond: np.ndarray, labels: np.ndarray, rows: np.nda
       signals = np.asarray(generate_fn(cond[start:stop], start), np.float32)
       name = f"shard_{start:08d}.npz"
       if jax.process_index() == 0:
-        payload = dict(signals=signals, cond=cond[start:stop], labels=labels[start:stop],
-                       rows=rows[start:stop], index=np.arange(start, stop))
-        atomic_write(os.path.join(out_dir, name), lambda f: np.savez(f, **payload), mode="wb")
-        manifest["shards"] = sorted(manifest["shards"] + [{"file": name, "start": start,
-                                                           "count": stop - start}],
-                                    key=lambda s: s["start"])
+        payload = dict(
+          signals=signals,
+          cond=cond[start:stop],
+          labels=labels[start:stop],
+          rows=rows[start:stop],
+          index=np.arange(start, stop),
+        )
+        atomic_write(
+          os.path.join(out_dir, name), lambda f, payload=payload: np.savez(f, **payload), mode="wb"
+        )
+        manifest["shards"] = sorted(
+          manifest["shards"] + [{"file": name, "start": start, "count": stop - start}],
+          key=lambda s: s["start"],
+        )
         manifest["complete"] = sum(s["count"] for s in manifest["shards"]) == n
         atomic_write(os.path.join(out_dir, MANIFEST), lambda f: json.dump(manifest, f, indent=1))
       made += stop - start
@@ -102,32 +132,69 @@ def write_cohort(generate_fn, cond: np.ndarray, labels: np.ndarray, rows: np.nda
   finally:
     bar.close()
   elapsed = time.perf_counter() - t0
-  manifest["last_run"] = {"generated": made, "seconds": elapsed,
-                          "samples_per_s": made / elapsed if made else None}
+  manifest["last_run"] = {
+    "generated": made,
+    "seconds": elapsed,
+    "samples_per_s": made / elapsed if made else None,
+  }
   return manifest
 
 
-def generate_cohort(gen, sample_cfg, mesh, cond, labels, rows, out_dir: str, *, seed: int,
-                    shard_size: int | None = None, stop_after_shards: int | None = None,
-                    progress: bool = True) -> dict:
+def generate_cohort(
+  gen,
+  sample_cfg,
+  mesh,
+  cond,
+  labels,
+  rows,
+  out_dir: str,
+  *,
+  seed: int,
+  shard_size: int | None = None,
+  stop_after_shards: int | None = None,
+  progress: bool = True,
+) -> dict:
   """`write_cohort` with a trained generator: sample i keyed by fold_in(fold_in(PRNGKey(seed), 1), i)."""
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
   s = sample_cfg
-  fn = lambda c, start: gen.generate(c, key, mesh=mesh, num_steps=s.num_steps, cfg_scale=s.cfg_scale,
-                                     eta=s.eta, batch_size=s.batch_size, start=start)
-  identity = {"generator": gen.fingerprint, "num_steps": s.num_steps, "cfg_scale": s.cfg_scale,
-              "eta": s.eta}
-  return write_cohort(fn, np.asarray(cond, np.float32), np.asarray(labels), np.asarray(rows), out_dir,
-                      seed=seed, shard_size=shard_size or max(s.batch_size, 1024), identity=identity,
-                      stop_after_shards=stop_after_shards, progress=progress)
+  fn = lambda c, start: gen.generate(
+    c,
+    key,
+    mesh=mesh,
+    num_steps=s.num_steps,
+    cfg_scale=s.cfg_scale,
+    eta=s.eta,
+    batch_size=s.batch_size,
+    start=start,
+  )
+  identity = {
+    "generator": gen.fingerprint,
+    "num_steps": s.num_steps,
+    "cfg_scale": s.cfg_scale,
+    "eta": s.eta,
+  }
+  return write_cohort(
+    fn,
+    np.asarray(cond, np.float32),
+    np.asarray(labels),
+    np.asarray(rows),
+    out_dir,
+    seed=seed,
+    shard_size=shard_size or max(s.batch_size, 1024),
+    identity=identity,
+    stop_after_shards=stop_after_shards,
+    progress=progress,
+  )
 
 
 def read_cohort(out_dir: str) -> dict[str, np.ndarray]:
   """All shards of a complete cohort, concatenated in sample order."""
   manifest = read_manifest(out_dir)
   if manifest is None or not manifest.get("complete"):
-    raise ConfigError(f"{out_dir}: no complete cohort (manifest missing or unfinished); "
-                      f"rerun the generation to finish it")
+    raise ConfigError(
+      f"{out_dir}: no complete cohort (manifest missing or unfinished); "
+      f"rerun the generation to finish it"
+    )
   parts = []
   for s in manifest["shards"]:
     path = os.path.join(out_dir, s["file"])

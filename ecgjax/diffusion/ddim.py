@@ -18,13 +18,15 @@ The pieces, from the inside out:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ecgjax.diffusion.loss import DenoiseFn
 from ecgjax.diffusion.schedule import Schedule, broadcast_to_batch
@@ -39,16 +41,21 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> tuple[np.ndarray, np.n
   a final step to clean data with alphas_cumprod = 1.
   """
   if not 1 <= num_steps <= num_timesteps:
-    raise ValueError(
-        f"num_steps must be in [1, {num_timesteps}], got {num_steps}")
+    raise ValueError(f"num_steps must be in [1, {num_timesteps}], got {num_steps}")
   ts = np.round(np.linspace(num_timesteps - 1, 0, num_steps)).astype(np.int32)
   t_prevs = np.concatenate([ts[1:], np.array([-1], np.int32)])
   return ts, t_prevs
 
 
-def ddim_step(schedule: Schedule, eps: jax.Array, t: jax.Array,
-              t_prev: jax.Array, x: jax.Array, eta: jax.Array,
-              noise: jax.Array) -> jax.Array:
+def ddim_step(
+  schedule: Schedule,
+  eps: jax.Array,
+  t: jax.Array,
+  t_prev: jax.Array,
+  x: jax.Array,
+  eta: jax.Array,
+  noise: jax.Array,
+) -> jax.Array:
   """One generalised DDIM update from x_t to x_{t_prev} (DDIM eq. 12).
 
       x0_pred = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)
@@ -76,25 +83,30 @@ def ddim_step(schedule: Schedule, eps: jax.Array, t: jax.Array,
   # 1 - a in float32, which would lose ~3 digits at small t (a ~ 0.9999).
   sa_t = broadcast_to_batch(schedule.sqrt_alphas_cumprod[t], x)
   s1m_t = broadcast_to_batch(schedule.sqrt_one_minus_alphas_cumprod[t], x)
-  sa_prev = broadcast_to_batch(
-      jnp.where(final, 1.0, schedule.sqrt_alphas_cumprod[t_prev_idx]), x)
+  sa_prev = broadcast_to_batch(jnp.where(final, 1.0, schedule.sqrt_alphas_cumprod[t_prev_idx]), x)
   s1m_prev = broadcast_to_batch(
-      jnp.where(final, 0.0, schedule.sqrt_one_minus_alphas_cumprod[t_prev_idx]), x)
+    jnp.where(final, 0.0, schedule.sqrt_one_minus_alphas_cumprod[t_prev_idx]), x
+  )
 
   x32 = x.astype(jnp.float32)
   eps = eps.astype(jnp.float32)
   x0_pred = (x32 - s1m_t * eps) / sa_t
   # 1 - a_t / a_prev = ((1 - a_t) - (1 - a_prev)) / a_prev, eq. 16.
   var_ratio = jnp.maximum(jnp.square(s1m_t) - jnp.square(s1m_prev), 0.0)
-  sigma = (jnp.asarray(eta, jnp.float32) * (s1m_prev / s1m_t)
-           * jnp.sqrt(var_ratio) / sa_prev)
+  sigma = jnp.asarray(eta, jnp.float32) * (s1m_prev / s1m_t) * jnp.sqrt(var_ratio) / sa_prev
   dir_coef = jnp.sqrt(jnp.maximum(jnp.square(s1m_prev) - jnp.square(sigma), 0.0))
   x_prev = sa_prev * x0_pred + dir_coef * eps + sigma * noise.astype(jnp.float32)
   return x_prev.astype(x.dtype)
 
 
-def cfg_eps(denoise_fn: DenoiseFn, params: Any, x: jax.Array, t: jax.Array,
-            cond: jax.Array, cfg_scale: jax.Array) -> jax.Array:
+def cfg_eps(
+  denoise_fn: DenoiseFn,
+  params: Any,
+  x: jax.Array,
+  t: jax.Array,
+  cond: jax.Array,
+  cfg_scale: jax.Array,
+) -> jax.Array:
   """Classifier-free guided noise prediction, eps_u + w (eps_c - eps_u).
 
   One forward pass over a doubled batch of 2B: each sample appears once with
@@ -132,24 +144,23 @@ def _split_sample_keys(sample_keys: jax.Array) -> tuple[jax.Array, jax.Array]:
   return pairs[:, 0], pairs[:, 1]
 
 
-def initial_noise(sample_keys: jax.Array, shape: Sequence[int],
-                  dtype=jnp.float32) -> jax.Array:
+def initial_noise(sample_keys: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
   """x_T ~ N(0, I), one draw per sample key: ``(B,) + shape``."""
   init_keys, _ = _split_sample_keys(sample_keys)
   return jax.vmap(lambda k: jax.random.normal(k, tuple(shape), dtype))(init_keys)
 
 
 def ddim_sample_with_keys(
-    denoise_fn: DenoiseFn,
-    params: Any,
-    cond: jax.Array,
-    sample_keys: jax.Array,
-    schedule: Schedule,
-    *,
-    shape: Sequence[int],
-    num_steps: int = 100,
-    eta: float | jax.Array = 0.0,
-    cfg_scale: float | jax.Array = 3.0,
+  denoise_fn: DenoiseFn,
+  params: Any,
+  cond: jax.Array,
+  sample_keys: jax.Array,
+  schedule: Schedule,
+  *,
+  shape: Sequence[int],
+  num_steps: int = 100,
+  eta: float | jax.Array = 0.0,
+  cfg_scale: float | jax.Array = 3.0,
 ) -> jax.Array:
   """Runs the DDIM reverse process from explicit per-sample keys.
 
@@ -176,8 +187,7 @@ def ddim_sample_with_keys(
   """
   batch = cond.shape[0]
   if sample_keys.shape[0] != batch:
-    raise ValueError(f"got {sample_keys.shape[0]} sample keys for a batch of "
-                     f"{batch} conditions")
+    raise ValueError(f"got {sample_keys.shape[0]} sample keys for a batch of {batch} conditions")
   shape = tuple(shape)
   ts, t_prevs = ddim_timesteps(schedule.num_timesteps, num_steps)
   steps = np.arange(num_steps, dtype=np.int32)
@@ -186,9 +196,9 @@ def ddim_sample_with_keys(
   _, step_keys = _split_sample_keys(sample_keys)
 
   def step_noise(step):
-    return jax.vmap(
-        lambda k: jax.random.normal(jax.random.fold_in(k, step), shape,
-                                    jnp.float32))(step_keys)
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape, jnp.float32))(
+      step_keys
+    )
 
   def body(x, inputs):
     step, t, t_prev = inputs
@@ -197,8 +207,7 @@ def ddim_sample_with_keys(
     noise = lax.cond(eta > 0, step_noise, lambda _: jnp.zeros_like(x), step)
     return ddim_step(schedule, eps, t, t_prev, x, eta, noise), None
 
-  x0, _ = lax.scan(body, x_T, (jnp.asarray(steps), jnp.asarray(ts),
-                               jnp.asarray(t_prevs)))
+  x0, _ = lax.scan(body, x_T, (jnp.asarray(steps), jnp.asarray(ts), jnp.asarray(t_prevs)))
   return x0
 
 
@@ -209,16 +218,16 @@ def sample_keys_for(key: jax.Array, n: int, start: int = 0) -> jax.Array:
 
 
 def ddim_sample(
-    denoise_fn: DenoiseFn,
-    params: Any,
-    cond: jax.Array,
-    key: jax.Array,
-    schedule: Schedule,
-    *,
-    shape: Sequence[int],
-    num_steps: int = 100,
-    eta: float | jax.Array = 0.0,
-    cfg_scale: float | jax.Array = 3.0,
+  denoise_fn: DenoiseFn,
+  params: Any,
+  cond: jax.Array,
+  key: jax.Array,
+  schedule: Schedule,
+  *,
+  shape: Sequence[int],
+  num_steps: int = 100,
+  eta: float | jax.Array = 0.0,
+  cfg_scale: float | jax.Array = 3.0,
 ) -> jax.Array:
   """`ddim_sample_with_keys` with ``sample_keys[i] = fold_in(key, i)``.
 
@@ -229,12 +238,21 @@ def ddim_sample(
   """
   sample_keys = sample_keys_for(key, cond.shape[0])
   return ddim_sample_with_keys(
-      denoise_fn, params, cond, sample_keys, schedule, shape=shape,
-      num_steps=num_steps, eta=eta, cfg_scale=cfg_scale)
+    denoise_fn,
+    params,
+    cond,
+    sample_keys,
+    schedule,
+    shape=shape,
+    num_steps=num_steps,
+    eta=eta,
+    cfg_scale=cfg_scale,
+  )
 
 
-def make_sharded_sampler(denoise_fn: DenoiseFn, schedule: Schedule, mesh: Mesh,
-                         *, shape: Sequence[int], num_steps: int):
+def make_sharded_sampler(
+  denoise_fn: DenoiseFn, schedule: Schedule, mesh: Mesh, *, shape: Sequence[int], num_steps: int
+):
   """A jitted ``(params, cond, sample_keys, cfg_scale, eta) -> x0``.
 
   Data parallel over the mesh axis ``'data'``: ``cond``, ``sample_keys`` and
@@ -250,9 +268,17 @@ def make_sharded_sampler(denoise_fn: DenoiseFn, schedule: Schedule, mesh: Mesh,
 
   def sample(params, cond, sample_keys, cfg_scale, eta):
     return ddim_sample_with_keys(
-        denoise_fn, params, cond, sample_keys, schedule, shape=shape,
-        num_steps=num_steps, eta=eta, cfg_scale=cfg_scale)
+      denoise_fn,
+      params,
+      cond,
+      sample_keys,
+      schedule,
+      shape=shape,
+      num_steps=num_steps,
+      eta=eta,
+      cfg_scale=cfg_scale,
+    )
 
-  return jax.jit(sample,
-                 in_shardings=(replicated, data, data, replicated, replicated),
-                 out_shardings=data)
+  return jax.jit(
+    sample, in_shardings=(replicated, data, data, replicated, replicated), out_shardings=data
+  )

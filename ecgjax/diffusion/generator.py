@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ecgjax import configs as configs_lib
 from ecgjax.diffusion import ddim
@@ -40,22 +40,29 @@ def make_schedule(diffusion_cfg) -> Schedule:
 
 def denoise_fn(unet: UNet):
   """`UNet.apply` as `denoise_fn(params, x, t, cond, drop)`: the raw network output."""
+
   def fn(params, x, t, cond, drop):
     return unet.apply(params, x, t, cond, drop)
+
   return fn
 
 
 def eps_fn(unet: UNet, schedule: Schedule, prediction: str):
   """The network's output converted to eps, which the DDIM sampler and CFG work in."""
+
   def fn(params, x, t, cond, drop):
     return eps_from_prediction(schedule, unet.apply(params, x, t, cond, drop), x, t, prediction)
+
   return fn
 
 
 def generator_meta(cfg, content_key: str) -> dict:
   """What a generator checkpoint must agree on with the config that reads it."""
-  describe = {"vae": configs_lib.describe(cfg.vae), "unet": configs_lib.describe(cfg.unet),
-              "diffusion": configs_lib.describe(cfg.diffusion)}
+  describe = {
+    "vae": configs_lib.describe(cfg.vae),
+    "unet": configs_lib.describe(cfg.unet),
+    "diffusion": configs_lib.describe(cfg.diffusion),
+  }
   return {"fingerprint": fingerprint(describe), "describe": describe, "data_key": content_key}
 
 
@@ -76,9 +83,17 @@ class Generator:
     return x * params["signal_std"][None, :, None] + params["signal_mean"][None, :, None]
 
   def sample_with_keys(self, params, cond, sample_keys, cfg_scale, eta, *, num_steps: int):
-    z = ddim.ddim_sample_with_keys(eps_fn(self.unet, self.schedule, self.prediction), params["unet"], cond, sample_keys,
-                                   self.schedule, shape=LATENT_SHAPE, num_steps=num_steps,
-                                   eta=eta, cfg_scale=cfg_scale)
+    z = ddim.ddim_sample_with_keys(
+      eps_fn(self.unet, self.schedule, self.prediction),
+      params["unet"],
+      cond,
+      sample_keys,
+      self.schedule,
+      shape=LATENT_SHAPE,
+      num_steps=num_steps,
+      eta=eta,
+      cfg_scale=cfg_scale,
+    )
     return self.decode(params, z)
 
   def sampler(self, mesh: Mesh, *, num_steps: int):
@@ -90,12 +105,23 @@ class Generator:
     if cache_key not in self._samplers:
       data, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
       fn = lambda p, c, k, w, e: self.sample_with_keys(p, c, k, w, e, num_steps=num_steps)
-      self._samplers[cache_key] = jax.jit(fn, in_shardings=(rep, data, data, rep, rep),
-                                          out_shardings=data)
+      self._samplers[cache_key] = jax.jit(
+        fn, in_shardings=(rep, data, data, rep, rep), out_shardings=data
+      )
     return self._samplers[cache_key]
 
-  def generate(self, cond: np.ndarray, key: jax.Array, *, mesh: Mesh, num_steps: int,
-               cfg_scale: float, eta: float = 0.0, batch_size: int = 256, start: int = 0):
+  def generate(
+    self,
+    cond: np.ndarray,
+    key: jax.Array,
+    *,
+    mesh: Mesh,
+    num_steps: int,
+    cfg_scale: float,
+    eta: float = 0.0,
+    batch_size: int = 256,
+    start: int = 0,
+  ):
     """Signals for `cond` (n, 76), sample i keyed by fold_in(key, start + i).
 
     Every batch is padded to the same size (a multiple of the device count),
@@ -110,7 +136,7 @@ class Generator:
     params = self._placed[mesh]
     out = []
     for s in range(0, len(cond), batch_size):
-      c = np.asarray(cond[s:s + batch_size], np.float32)
+      c = np.asarray(cond[s : s + batch_size], np.float32)
       m = len(c)
       if m < batch_size:
         c = np.concatenate([c, np.repeat(c[-1:], batch_size - m, 0)])
@@ -122,8 +148,10 @@ class Generator:
 def check_cond(cond) -> None:
   cond = np.asarray(cond)
   if cond.ndim != 2 or cond.shape[1] != COND_DIM:
-    raise ConfigError(f"cond has shape {cond.shape}; the generator takes (n, {COND_DIM}) "
-                      f"conditioning vectors (71 labels + 5 demographics)")
+    raise ConfigError(
+      f"cond has shape {cond.shape}; the generator takes (n, {COND_DIM}) "
+      f"conditioning vectors (71 labels + 5 demographics)"
+    )
   if not np.isfinite(cond).all():
     raise ConfigError("cond contains non-finite values")
 
@@ -131,8 +159,13 @@ def check_cond(cond) -> None:
 def build(cfg) -> Generator:
   if cfg.diffusion.prediction not in PREDICTIONS:
     raise ConfigError(f"--config.diffusion.prediction={cfg.diffusion.prediction!r}: use eps or v")
-  return Generator(vae=VAE(**cfg.vae), unet=UNet(**cfg.unet), schedule=make_schedule(cfg.diffusion),
-                   prediction=cfg.diffusion.prediction, params={})
+  return Generator(
+    vae=VAE(**cfg.vae),
+    unet=UNet(**cfg.unet),
+    schedule=make_schedule(cfg.diffusion),
+    prediction=cfg.diffusion.prediction,
+    params={},
+  )
 
 
 def param_template(gen: Generator) -> dict:
@@ -140,11 +173,23 @@ def param_template(gen: Generator) -> dict:
   x = jnp.zeros((1, 12, 1000), jnp.float32)
   z = jnp.zeros((1,) + LATENT_SHAPE, jnp.float32)
   vae = jax.eval_shape(lambda: gen.vae.init(jax.random.PRNGKey(0), x))
-  unet = jax.eval_shape(lambda: gen.unet.init(jax.random.PRNGKey(0), z, jnp.zeros((1,), jnp.int32),
-                                              jnp.zeros((1, COND_DIM)), jnp.zeros((1,), bool)))
+  unet = jax.eval_shape(
+    lambda: gen.unet.init(
+      jax.random.PRNGKey(0),
+      z,
+      jnp.zeros((1,), jnp.int32),
+      jnp.zeros((1, COND_DIM)),
+      jnp.zeros((1,), bool),
+    )
+  )
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-  return {"vae": vae, "unet": unet, "latent_scale": f32(), "signal_mean": f32(12),
-          "signal_std": f32(12)}
+  return {
+    "vae": vae,
+    "unet": unet,
+    "latent_scale": f32(),
+    "signal_mean": f32(12),
+    "signal_std": f32(12),
+  }
 
 
 def export(workdir: str, gen_params: dict, meta: dict) -> None:
@@ -163,15 +208,19 @@ def load(workdir: str, cfg, content_key: str | None = None) -> Generator:
   """The exported generator of `workdir`, checked against `cfg` (and the data key)."""
   path = os.path.join(workdir, EXPORT_DIR)
   if not exists(workdir):
-    raise CheckpointError(f"no trained generator in {workdir} (expected {path}); "
-                          f"run python -m experiments.train_generator --workdir={workdir}")
+    raise CheckpointError(
+      f"no trained generator in {workdir} (expected {path}); "
+      f"run python -m experiments.train_generator --workdir={workdir}"
+    )
   gen = build(cfg)
   meta = generator_meta(cfg, content_key or "")
   ckpt = Checkpointer(path, meta=meta, create=False)
   stored = ckpt.read_meta()
   if content_key is not None and stored.get("data_key") != content_key:
-    raise CheckpointError(f"generator in {path} was trained on other data "
-                          f"(data key {stored.get('data_key')}, this data {content_key})")
+    raise CheckpointError(
+      f"generator in {path} was trained on other data "
+      f"(data key {stored.get('data_key')}, this data {content_key})"
+    )
   cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   params = ckpt.restore(param_template(gen), sharding=cpu)
   ckpt.close()

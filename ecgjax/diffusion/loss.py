@@ -9,7 +9,8 @@ sample's condition is replaced by the learned null condition with probability
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -57,14 +58,14 @@ def eps_from_prediction(schedule: Schedule, out, x_t, t, prediction: str):
 
 
 def diffusion_loss(
-    denoise_fn: DenoiseFn,
-    params: Any,
-    x0: jax.Array,
-    cond: jax.Array,
-    key: jax.Array,
-    schedule: Schedule,
-    p_uncond: float = 0.1,
-    prediction: str = "eps",
+  denoise_fn: DenoiseFn,
+  params: Any,
+  x0: jax.Array,
+  cond: jax.Array,
+  key: jax.Array,
+  schedule: Schedule,
+  p_uncond: float = 0.1,
+  prediction: str = "eps",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean squared error between the denoiser's eps and the true noise.
 
@@ -103,6 +104,5 @@ def diffusion_loss(
   err = jnp.square(out.astype(jnp.float32) - target.astype(jnp.float32))
   mse = jnp.mean(err.reshape(batch, -1), axis=1)
   loss = jnp.mean(mse)
-  aux = {"mse": mse, "t": t, "drop": drop,
-         "drop_frac": jnp.mean(drop.astype(jnp.float32))}
+  aux = {"mse": mse, "t": t, "drop": drop, "drop_frac": jnp.mean(drop.astype(jnp.float32))}
   return loss, aux

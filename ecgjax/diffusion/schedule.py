@@ -52,27 +52,23 @@ def schedule_from_betas(betas) -> Schedule:
   alphas_cumprod = np.cumprod(1.0 - betas)
   f32 = lambda a: jnp.asarray(a, dtype=jnp.float32)
   return Schedule(
-      betas=f32(betas),
-      alphas_cumprod=f32(alphas_cumprod),
-      sqrt_alphas_cumprod=f32(np.sqrt(alphas_cumprod)),
-      sqrt_one_minus_alphas_cumprod=f32(np.sqrt(1.0 - alphas_cumprod)),
+    betas=f32(betas),
+    alphas_cumprod=f32(alphas_cumprod),
+    sqrt_alphas_cumprod=f32(np.sqrt(alphas_cumprod)),
+    sqrt_one_minus_alphas_cumprod=f32(np.sqrt(1.0 - alphas_cumprod)),
   )
 
 
-def linear_schedule(
-    T: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2
-) -> Schedule:
+def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Schedule:
   """The DDPM linear schedule (Ho et al. 2020, sec. 4): betas evenly spaced."""
   if T < 1:
     raise ValueError(f"T must be >= 1, got {T}")
   if not 0 < beta_start <= beta_end < 1:
-    raise ValueError(
-        f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+    raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
   return schedule_from_betas(np.linspace(beta_start, beta_end, T, dtype=np.float64))
 
 
-def cosine_schedule(T: int = 1000, s: float = 0.008,
-                    max_beta: float = 0.999) -> Schedule:
+def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
   """The cosine schedule of Nichol & Dhariwal 2021 (eq. 17).
 
   alphas_cumprod follows cos^2(((t/T + s) / (1 + s)) * pi/2); betas are
@@ -93,8 +89,7 @@ def broadcast_to_batch(v: jax.Array, x: jax.Array) -> jax.Array:
   return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
 
 
-def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array,
-             noise: jax.Array) -> jax.Array:
+def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
   """Draws x_t ~ q(x_t | x_0) by reparameterisation (DDIM eq. 4).
 
   Args:

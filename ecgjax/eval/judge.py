@@ -29,22 +29,34 @@ def exists(workdir: str) -> bool:
 def train(cfg, ds, workdir: str, mesh, *, progress: bool = True) -> clf_lib.Classifier:
   tr, va = np.flatnonzero(ds.train_mask), np.flatnonzero(ds.val_mask)
   val_signals = np.asarray(ds.signals[va])
-  clf = clf_lib.train_classifier(cfg.classifier, np.asarray(ds.signals[tr]), ds.labels[tr], val_signals,
-                                 ds.labels[va], mesh=mesh, seed=cfg.classifier.seed, progress=progress,
-                                 ckpt_dir=os.path.join(workdir, "judge_train"), desc="judge")
+  clf = clf_lib.train_classifier(
+    cfg.classifier,
+    np.asarray(ds.signals[tr]),
+    ds.labels[tr],
+    val_signals,
+    ds.labels[va],
+    mesh=mesh,
+    seed=cfg.classifier.seed,
+    progress=progress,
+    ckpt_dir=os.path.join(workdir, "judge_train"),
+    desc="judge",
+  )
   thresholds = metrics.choose_thresholds(ds.labels[va], clf.predict(val_signals, mesh), metric="f1")
   if jax.process_index() == 0:
-    clf_lib.export(path(workdir), clf, cfg.classifier,
-                   {"thresholds": np.asarray(thresholds, np.float32)})
+    clf_lib.export(
+      path(workdir), clf, cfg.classifier, {"thresholds": np.asarray(thresholds, np.float32)}
+    )
   return clf
 
 
 def load(workdir: str, cfg) -> tuple[clf_lib.Classifier, np.ndarray]:
   """(judge, thresholds (71,))."""
   from ecgjax.errors import CheckpointError
+
   if not exists(workdir):
-    raise CheckpointError(f"no judge in {path(workdir)}; run python -m experiments.train_judge "
-                          f"--workdir={workdir}")
+    raise CheckpointError(
+      f"no judge in {path(workdir)}; run python -m experiments.train_judge --workdir={workdir}"
+    )
   f32 = jax.ShapeDtypeStruct((71,), np.float32)
   clf, extra = clf_lib.load(path(workdir), cfg.classifier, {"thresholds": f32})
   return clf, np.asarray(extra["thresholds"])

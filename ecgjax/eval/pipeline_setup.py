@@ -19,11 +19,13 @@ def ensure_generator(cfg, mesh, ds, workdir, *, progress=True):
     return
   if cfg.preset != "mini":
     raise CheckpointError(
-        f"no trained generator in {workdir} (preset {cfg.preset}); train one first with "
-        f"python -m experiments.train_generator --preset={cfg.preset} --workdir={workdir}")
+      f"no trained generator in {workdir} (preset {cfg.preset}); train one first with "
+      f"python -m experiments.train_generator --preset={cfg.preset} --workdir={workdir}"
+    )
   logging.warning("no generator in %s: training the mini one first", workdir)
   print(f"No generator in {workdir}: training the mini generator first.")
   from experiments import train_generator
+
   train_generator.run(cfg, mesh, ds.data_dir, workdir, progress=progress)
 
 
@@ -32,7 +34,8 @@ def ensure_judge(cfg, mesh, ds, workdir, *, progress=True):
     return
   if cfg.preset != "mini":
     raise CheckpointError(
-        f"no judge in {workdir} (preset {cfg.preset}); train one first with "
-        f"python -m experiments.train_judge --preset={cfg.preset} --workdir={workdir}")
+      f"no judge in {workdir} (preset {cfg.preset}); train one first with "
+      f"python -m experiments.train_judge --preset={cfg.preset} --workdir={workdir}"
+    )
   print(f"No judge in {workdir}: training the mini judge first.")
   judge_lib.train(cfg, ds, workdir, mesh, progress=progress)

@@ -34,11 +34,11 @@ from ecgjax.fileio import atomic_write
 
 # Table 1's rows, grouped by failure mode (paper section 5), in the paper's order.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Reference": ("real_subset", "real_matched"),
-    "Class": ("uniform_class", "rare_boost", "rare_oversample_3x"),
-    "Demographic": ("demo_strat", "demo_balanced", "synth_cond"),
-    "Filter": ("qfilter_matched", "qstrat_matched", "iter_relabel"),
-    "Diversity": ("diversity_oversample", "prototype"),
+  "Reference": ("real_subset", "real_matched"),
+  "Class": ("uniform_class", "rare_boost", "rare_oversample_3x"),
+  "Demographic": ("demo_strat", "demo_balanced", "synth_cond"),
+  "Filter": ("qfilter_matched", "qstrat_matched", "iter_relabel"),
+  "Diversity": ("diversity_oversample", "prototype"),
 }
 OTHER = "Other"  # policies found in a workdir that Table 1 does not name
 POLICY_ORDER = tuple(p for ps in GROUPS.values() for p in ps)
@@ -48,12 +48,20 @@ ROLE = {CEILING: "ceiling", BASELINE: "baseline"}
 BUCKETS = ("common", "moderate", "rare")
 COLUMNS = ["group", "policy", "macro", "macro_std", *BUCKETS, "seeds"]
 DDOF = 1  # sample std over seeds, as the paper's ±
-GROUP_COLORS = {"Reference": "tab:gray", "Class": "tab:blue", "Demographic": "tab:orange",
-                "Filter": "tab:green", "Diversity": "tab:purple", OTHER: "tab:brown"}
+GROUP_COLORS = {
+  "Reference": "tab:gray",
+  "Class": "tab:blue",
+  "Demographic": "tab:orange",
+  "Filter": "tab:green",
+  "Diversity": "tab:purple",
+  OTHER: "tab:brown",
+}
 
 _REQUIRED = {"policy": str, "seed": int, "macro_auroc": (int, float), "buckets": dict}
-_LAYOUT = {"tstr": ("tstr", "*", "seed_*", "metrics.json"),
-           "blend": ("blend", "frac_*", "seed_*", "metrics.json")}
+_LAYOUT = {
+  "tstr": ("tstr", "*", "seed_*", "metrics.json"),
+  "blend": ("blend", "frac_*", "seed_*", "metrics.json"),
+}
 
 
 class SkippedRunWarning(UserWarning):
@@ -77,7 +85,11 @@ def collect(workdir: str, kind: str = "tstr") -> list[dict]:
       runs.append(_read_run(path, kind))
     except (OSError, ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
       warnings.warn(f"skipping {path}: {e}", SkippedRunWarning, stacklevel=2)
-  key = (lambda r: (r["policy"], r["seed"])) if kind == "tstr" else (lambda r: (r["real_fraction"], r["seed"]))
+  key = (
+    (lambda r: (r["policy"], r["seed"]))
+    if kind == "tstr"
+    else (lambda r: (r["real_fraction"], r["seed"]))
+  )
   return sorted(runs, key=key)
 
 
@@ -141,8 +153,16 @@ def table1(runs: list[dict]) -> pd.DataFrame:
     rs = by_policy[p]
     macro, macro_std = _mean_std(r["macro_auroc"] for r in rs)
     buckets = {b: _mean_std(_number_or_nan(r["buckets"].get(b)) for r in rs)[0] for b in BUCKETS}
-    rows.append({"group": GROUP_OF.get(p, OTHER), "policy": p, "macro": macro, "macro_std": macro_std,
-                 **buckets, "seeds": len({r["seed"] for r in rs})})
+    rows.append(
+      {
+        "group": GROUP_OF.get(p, OTHER),
+        "policy": p,
+        "macro": macro,
+        "macro_std": macro_std,
+        **buckets,
+        "seeds": len({r["seed"] for r in rs}),
+      }
+    )
   return pd.DataFrame(rows, columns=COLUMNS).astype({"seeds": int})
 
 
@@ -151,8 +171,11 @@ def blend_table(blend_runs: list[dict]) -> pd.DataFrame:
   by_frac: dict[float, list[float]] = {}
   for r in blend_runs:
     by_frac.setdefault(float(r["real_fraction"]), []).append(r["macro_auroc"])
-  rows = [{"real_fraction": f, "macro": m, "macro_std": s, "seeds": len(v)}
-          for f, v in sorted(by_frac.items()) for m, s in [_mean_std(v)]]
+  rows = [
+    {"real_fraction": f, "macro": m, "macro_std": s, "seeds": len(v)}
+    for f, v in sorted(by_frac.items())
+    for m, s in [_mean_std(v)]
+  ]
   return pd.DataFrame(rows, columns=["real_fraction", "macro", "macro_std", "seeds"])
 
 
@@ -184,8 +207,10 @@ def to_markdown(df: pd.DataFrame, bold_best: bool = True) -> str:
   """
   best = _synth_best(df) if bold_best else {}
   bold = lambda text, col, i: f"**{text}**" if best.get(col) == i and text != "n/a" else text
-  lines = ["| Group | Policy | Macro | Common | Moderate | Rare | seeds |",
-           "| --- | --- | --- | --- | --- | --- | ---: |"]
+  lines = [
+    "| Group | Policy | Macro | Common | Moderate | Rare | seeds |",
+    "| --- | --- | --- | --- | --- | --- | ---: |",
+  ]
   for i, r in df.iterrows():
     name = f"`{r['policy']}`" + (f" ({ROLE[r['policy']]})" if r["policy"] in ROLE else "")
     macro = bold(format_macro(r["macro"], r["macro_std"], int(r["seeds"])), "macro", i)
@@ -212,8 +237,10 @@ def _reference_line(ax, df: pd.DataFrame, policy: str, style: str, color: str) -
     return None
   r = row.iloc[0]
   seeds = int(r["seeds"])
-  label = (f"{policy} {ROLE[policy]} ({format_macro(r['macro'], r['macro_std'], seeds)}, "
-           f"{seeds} seed{'s' if seeds > 1 else ''})")
+  label = (
+    f"{policy} {ROLE[policy]} ({format_macro(r['macro'], r['macro_std'], seeds)}, "
+    f"{seeds} seed{'s' if seeds > 1 else ''})"
+  )
   return ax.axhline(r["macro"], ls=style, color=color, lw=1.2, label=label, zorder=1)
 
 
@@ -240,22 +267,53 @@ def figure1(df: pd.DataFrame, path: str) -> str:
   lo, hi = macro - np.nan_to_num(std), macro + np.nan_to_num(std)
   _zoom(ax, lo, hi)
   bottom = ax.get_ylim()[0]
-  ax.bar(x, macro - bottom, bottom=bottom, color=[GROUP_COLORS[g] for g in df["group"]],
-         edgecolor="black", lw=0.5, zorder=2)
+  ax.bar(
+    x,
+    macro - bottom,
+    bottom=bottom,
+    color=[GROUP_COLORS[g] for g in df["group"]],
+    edgecolor="black",
+    lw=0.5,
+    zorder=2,
+  )
   has = np.isfinite(std)
-  ax.errorbar(x[has], macro[has], yerr=std[has], fmt="none", ecolor="black", capsize=3, lw=1, zorder=3)
-  for xi, n in zip(x, df["seeds"]):  # inside the bar's foot, clear of error bars and reference lines
-    ax.annotate(f"n={n}", (xi, bottom), xytext=(0, 3), textcoords="offset points", ha="center",
-                va="bottom", fontsize=7, color="white", fontweight="bold", zorder=4)
-  lines = [ln for ln in (_reference_line(ax, df, BASELINE, "--", "black"),
-                         _reference_line(ax, df, CEILING, ":", "black")) if ln is not None]
+  ax.errorbar(
+    x[has], macro[has], yerr=std[has], fmt="none", ecolor="black", capsize=3, lw=1, zorder=3
+  )
+  for xi, n in zip(
+    x, df["seeds"]
+  ):  # inside the bar's foot, clear of error bars and reference lines
+    ax.annotate(
+      f"n={n}",
+      (xi, bottom),
+      xytext=(0, 3),
+      textcoords="offset points",
+      ha="center",
+      va="bottom",
+      fontsize=7,
+      color="white",
+      fontweight="bold",
+      zorder=4,
+    )
+  lines = [
+    ln
+    for ln in (
+      _reference_line(ax, df, BASELINE, "--", "black"),
+      _reference_line(ax, df, CEILING, ":", "black"),
+    )
+    if ln is not None
+  ]
   ax.set_xticks(x, df["policy"], rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
   ax.set_xlim(-0.6, len(df) - 0.4)
   ax.set_ylabel("macro AUROC (TSTR, real test fold)")
   ax.set_title("Macro TSTR by sampling policy")
   groups = list(dict.fromkeys(df["group"]))
-  handles = [Patch(facecolor=GROUP_COLORS[g], edgecolor="black", lw=0.5, label=g) for g in groups] + lines
-  ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+  handles = [
+    Patch(facecolor=GROUP_COLORS[g], edgecolor="black", lw=0.5, label=g) for g in groups
+  ] + lines
+  ax.legend(
+    handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
+  )
   ax.grid(axis="y", lw=0.3, alpha=0.5, zorder=0)
   fig.tight_layout()
   return _save(fig, path)
@@ -274,16 +332,28 @@ def figure2(blend_runs: list[dict], path: str) -> str:
   frac = bt["real_fraction"].to_numpy(float)
   macro, std = bt["macro"].to_numpy(float), bt["macro_std"].to_numpy(float)
   fig, ax = plt.subplots(figsize=(6.0, 4.2))
-  ax.plot(100 * frac, macro, "o-", color="tab:blue", lw=1.2, label="real + synthetic blend", zorder=3)
+  ax.plot(
+    100 * frac, macro, "o-", color="tab:blue", lw=1.2, label="real + synthetic blend", zorder=3
+  )
   has = np.isfinite(std)
-  ax.errorbar(100 * frac[has], macro[has], yerr=std[has], fmt="none", ecolor="tab:blue", capsize=3, zorder=3)
+  ax.errorbar(
+    100 * frac[has], macro[has], yerr=std[has], fmt="none", ecolor="tab:blue", capsize=3, zorder=3
+  )
   for f, m, s, n in zip(frac, macro, np.nan_to_num(std), bt["seeds"]):
-    ax.annotate(f"n={n}", (100 * f, m + s), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
+    ax.annotate(
+      f"n={n}", (100 * f, m + s), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7
+    )
   for f, style, what in ((0.0, "--", "pure synthetic"), (1.0, ":", "pure real (ceiling)")):
     at = bt[np.isclose(frac, f)]
     if not at.empty:
-      ax.axhline(at["macro"].iloc[0], ls=style, color="black", lw=1.1, zorder=1,
-                 label=f"{what} ({at['macro'].iloc[0]:.4f})")
+      ax.axhline(
+        at["macro"].iloc[0],
+        ls=style,
+        color="black",
+        lw=1.1,
+        zorder=1,
+        label=f"{what} ({at['macro'].iloc[0]:.4f})",
+      )
   _zoom(ax, macro - np.nan_to_num(std), macro + np.nan_to_num(std))
   ax.set_xlim(-5, 105)
   ax.set_xlabel("real fraction of the training set (%)")
@@ -314,12 +384,15 @@ def make_report(workdir: str, out: str | None = None, bold_best: bool = True) ->
   """
   tstr, blend, skipped = _collect(workdir)
   if not tstr and not blend:
-    where = f"{workdir} does not exist" if not os.path.isdir(workdir) else f"no runs found in {workdir}"
+    where = (
+      f"{workdir} does not exist" if not os.path.isdir(workdir) else f"no runs found in {workdir}"
+    )
     also = f" ({skipped} file(s) skipped, see the warnings above)" if skipped else ""
     tstr_layout = os.path.join(workdir, "tstr", "<policy>", "seed_<s>", "metrics.json")
     blend_layout = os.path.join(workdir, "blend", "frac_<f>", "seed_<s>", "metrics.json")
-    raise ConfigError(f"{where}{also}: expected {tstr_layout} (from python -m experiments.tstr) "
-                      f"or {blend_layout}")
+    raise ConfigError(
+      f"{where}{also}: expected {tstr_layout} (from python -m experiments.tstr) or {blend_layout}"
+    )
   out = out or os.path.join(workdir, "report")
   written = {}
   if tstr:

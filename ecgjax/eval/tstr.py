@@ -33,8 +33,13 @@ METRICS = "metrics.json"
 
 def code_version() -> str:
   try:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=os.path.dirname(__file__), timeout=5)
+    rev = subprocess.run(
+      ["git", "rev-parse", "--short", "HEAD"],
+      capture_output=True,
+      text=True,
+      cwd=os.path.dirname(__file__),
+      timeout=5,
+    )
     if rev.returncode == 0:
       return f"{ecgjax.__version__}+g{rev.stdout.strip()}"
   except (OSError, subprocess.SubprocessError):
@@ -44,8 +49,9 @@ def code_version() -> str:
 
 def generate_signals(gen, cfg, mesh, draw_cond, labels, rows, out_dir, seed, progress=True):
   """Generates (or finishes generating) a cohort in out_dir; returns its signals."""
-  cohort.generate_cohort(gen, cfg.sample, mesh, draw_cond, labels, rows, out_dir, seed=seed,
-                         progress=progress)
+  cohort.generate_cohort(
+    gen, cfg.sample, mesh, draw_cond, labels, rows, out_dir, seed=seed, progress=progress
+  )
   return cohort.read_cohort(out_dir)["signals"]
 
 
@@ -80,33 +86,80 @@ class Harness:
     if policy in policies_lib.POOL_FACTOR:
       m = policies_lib.POOL_FACTOR[policy] * n
       pool = policies_lib.POLICIES["real_matched"](jax.random.fold_in(key, 7), table, m)
-      signals = generate_signals(self.generator, self.cfg, self.mesh, pool.cond, pool.labels, pool.rows,
-                                 os.path.join(run_dir, "cohort"), seed, self.progress)
+      signals = generate_signals(
+        self.generator,
+        self.cfg,
+        self.mesh,
+        pool.cond,
+        pool.labels,
+        pool.rows,
+        os.path.join(run_dir, "cohort"),
+        seed,
+        self.progress,
+      )
       judge, thresholds = self.judge
       logits = judge.predict(signals, self.mesh, logits=True)
-      draw = policies_lib.POLICIES[policy](key, table, n, pool=pool, judge_logits=logits,
-                                           judge_probs=0.5 * (1.0 + np.tanh(0.5 * logits)), thresholds=thresholds)
+      draw = policies_lib.POLICIES[policy](
+        key,
+        table,
+        n,
+        pool=pool,
+        judge_logits=logits,
+        judge_probs=0.5 * (1.0 + np.tanh(0.5 * logits)),
+        thresholds=thresholds,
+      )
       return signals[np.asarray(draw.pool_index)], np.asarray(draw.labels), m
     draw = policies_lib.POLICIES[policy](key, table, n)
-    signals = generate_signals(self.generator, self.cfg, self.mesh, draw.cond, draw.labels, draw.rows,
-                               os.path.join(run_dir, "cohort"), seed, self.progress)
+    signals = generate_signals(
+      self.generator,
+      self.cfg,
+      self.mesh,
+      draw.cond,
+      draw.labels,
+      draw.rows,
+      os.path.join(run_dir, "cohort"),
+      seed,
+      self.progress,
+    )
     return signals, np.asarray(draw.labels), n
 
   def fit_and_score(self, signals, labels, seed, run_dir):
     ds = self.ds
     va, te = np.flatnonzero(ds.val_mask), np.flatnonzero(ds.test_mask)
     val_signals, test_signals = np.asarray(ds.signals[va]), np.asarray(ds.signals[te])
-    clf = clf_lib.train_classifier(self.cfg.classifier, signals, labels, val_signals, ds.labels[va],
-                                   mesh=self.mesh, ckpt_dir=os.path.join(run_dir, "classifier"),
-                                   seed=seed, progress=self.progress)
-    summary = metrics.summarize(ds.labels[te], clf.predict(test_signals, self.mesh), ds.labels[va],
-                                clf.predict(val_signals, self.mesh), ds.labels[ds.train_mask],
-                                list(ds.codes), min_test_positives=self.cfg.tstr.min_test_positives,
-                                n_boot=self.cfg.tstr.n_boot, seed=seed)
+    clf = clf_lib.train_classifier(
+      self.cfg.classifier,
+      signals,
+      labels,
+      val_signals,
+      ds.labels[va],
+      mesh=self.mesh,
+      ckpt_dir=os.path.join(run_dir, "classifier"),
+      seed=seed,
+      progress=self.progress,
+    )
+    summary = metrics.summarize(
+      ds.labels[te],
+      clf.predict(test_signals, self.mesh),
+      ds.labels[va],
+      clf.predict(val_signals, self.mesh),
+      ds.labels[ds.train_mask],
+      list(ds.codes),
+      min_test_positives=self.cfg.tstr.min_test_positives,
+      n_boot=self.cfg.tstr.n_boot,
+      seed=seed,
+    )
     return clf, summary
 
-  def run(self, policy: str, seed: int, *, n: int | None = None, kind: str = "tstr",
-          real_fraction: float | None = None) -> tuple[dict, bool]:
+  def run(
+    self,
+    policy: str,
+    seed: int,
+    *,
+    n: int | None = None,
+    kind: str = "tstr",
+    real_fraction: float | None = None,
+  ) -> tuple[dict, bool]:
     """One run; returns (metrics, skipped)."""
     n = n or self.cfg.tstr.n
     if kind == "blend":
@@ -123,9 +176,13 @@ class Harness:
       n_real = int(round(real_fraction * n))
       parts = []
       if n_real:
-        parts.append(self.draw_signals("real_subset", jax.random.fold_in(key, 1), n_real, run_dir, seed))
+        parts.append(
+          self.draw_signals("real_subset", jax.random.fold_in(key, 1), n_real, run_dir, seed)
+        )
       if n - n_real:
-        parts.append(self.draw_signals("real_matched", jax.random.fold_in(key, 2), n - n_real, run_dir, seed))
+        parts.append(
+          self.draw_signals("real_matched", jax.random.fold_in(key, 2), n - n_real, run_dir, seed)
+        )
       signals = np.concatenate([p[0] for p in parts])
       labels = np.concatenate([p[1] for p in parts])
       budget = sum(p[2] for p in parts)
@@ -134,13 +191,23 @@ class Harness:
     t1 = time.perf_counter()
     clf, summary = self.fit_and_score(signals, labels, seed, run_dir)
     t2 = time.perf_counter()
-    record = {"policy": policy, "seed": seed, "n_train": int(len(signals)), "generator_budget": int(budget),
-              "macro_auroc": summary["macro_auroc"], "buckets": summary["buckets"],
-              "per_code": summary["per_code"], "n_evaluable": summary["n_evaluable"],
-              "best_epoch": clf.best_epoch, "val_macro_auroc": clf.val_auroc, "metrics": summary,
-              "config": self.cfg.to_dict(), "code_version": code_version(),
-              "data_key": self.ds.content_key,
-              "timings": {"draw_and_generate_s": t1 - t0, "classifier_s": t2 - t1, "total_s": t2 - t0}}
+    record = {
+      "policy": policy,
+      "seed": seed,
+      "n_train": int(len(signals)),
+      "generator_budget": int(budget),
+      "macro_auroc": summary["macro_auroc"],
+      "buckets": summary["buckets"],
+      "per_code": summary["per_code"],
+      "n_evaluable": summary["n_evaluable"],
+      "best_epoch": clf.best_epoch,
+      "val_macro_auroc": clf.val_auroc,
+      "metrics": summary,
+      "config": self.cfg.to_dict(),
+      "code_version": code_version(),
+      "data_key": self.ds.content_key,
+      "timings": {"draw_and_generate_s": t1 - t0, "classifier_s": t2 - t1, "total_s": t2 - t0},
+    }
     if real_fraction is not None:
       record["real_fraction"] = real_fraction
     if jax.process_index() == 0:
@@ -155,9 +222,13 @@ def parse_seeds(text: str) -> list[int]:
   try:
     seeds = [int(s) for s in text.split(",") if s.strip() != ""]
   except ValueError:
-    raise ConfigError(f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2") from None
+    raise ConfigError(
+      f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2"
+    ) from None
   if not seeds or any(s < 0 for s in seeds):
-    raise ConfigError(f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
+    raise ConfigError(
+      f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2"
+    )
   return seeds
 
 
@@ -168,10 +239,14 @@ def check_n(n):
 
 
 def print_table(rows):
-  print(f"{'policy':22s} {'seed':>4s} {'n':>6s} {'macro':>7s} {'common':>7s} {'moderate':>8s} {'rare':>7s}  codes")
+  print(
+    f"{'policy':22s} {'seed':>4s} {'n':>6s} {'macro':>7s} {'common':>7s} {'moderate':>8s} {'rare':>7s}  codes"
+  )
   fmt = lambda v: f"{v:.4f}" if v is not None else "   -  "
   for r, skipped in rows:
     b = r["buckets"]
-    print(f"{r['policy']:22s} {r['seed']:4d} {r['n_train']:6d} {fmt(r['macro_auroc']):>7s} "
-          f"{fmt(b['common']):>7s} {fmt(b['moderate']):>8s} {fmt(b['rare']):>7s}  {r['n_evaluable']}"
-          + ("  (finished earlier)" if skipped else ""))
+    print(
+      f"{r['policy']:22s} {r['seed']:4d} {r['n_train']:6d} {fmt(r['macro_auroc']):>7s} "
+      f"{fmt(b['common']):>7s} {fmt(b['moderate']):>8s} {fmt(b['rare']):>7s}  {r['n_evaluable']}"
+      + ("  (finished earlier)" if skipped else "")
+    )

@@ -17,35 +17,35 @@ trained with condition dropout); it is added here because the generator is.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 NUM_LABELS = 71
 NUM_DEMOGRAPHICS = 5
 COND_DIM = NUM_LABELS + NUM_DEMOGRAPHICS
-COND_EMBEDDINGS = ('linear', 'nle')
+COND_EMBEDDINGS = ("linear", "nle")
 
 
 def split_cond(cond):
   """(B, 76) -> labels (B, 71), demographics (B, 5)."""
   if cond.shape[-1] != COND_DIM:
-    raise ValueError(f'cond must have {COND_DIM} features (71 labels + 5 '
-                     f'demographics), got shape {cond.shape}')
+    raise ValueError(
+      f"cond must have {COND_DIM} features (71 labels + 5 demographics), got shape {cond.shape}"
+    )
   return cond[..., :NUM_LABELS], cond[..., NUM_LABELS:]
 
 
 class LinearCondEmbedding(nn.Module):
   """Labels and demographics together through a two-layer MLP -> (B, dim)."""
+
   dim: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, cond):
     split_cond(cond)  # shape check only
-    h = nn.Dense(self.dim, dtype=self.dtype, name='dense0')(cond)
-    return nn.Dense(self.dim, dtype=self.dtype, name='dense1')(nn.silu(h))
+    h = nn.Dense(self.dim, dtype=self.dtype, name="dense0")(cond)
+    return nn.Dense(self.dim, dtype=self.dtype, name="dense1")(nn.silu(h))
 
 
 class NLECondEmbedding(nn.Module):
@@ -55,43 +55,40 @@ class NLECondEmbedding(nn.Module):
   exactly the table lookup, and it needs no gather (a plain fused
   multiply-add on accelerators).
   """
+
   dim: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, cond):
     labels, demo = split_cond(cond)
-    table = self.param('label_table', nn.initializers.normal(1.0),
-                       (NUM_LABELS, 2, self.dim))
+    table = self.param("label_table", nn.initializers.normal(1.0), (NUM_LABELS, 2, self.dim))
     table = table.astype(self.dtype)
-    y = labels.astype(self.dtype)[..., None]                # (B, 71, 1)
+    y = labels.astype(self.dtype)[..., None]  # (B, 71, 1)
     per_label = table[None, :, 0] + y * (table[None, :, 1] - table[None, :, 0])
     # 1x1 conv folding the 71 label channels into one: (B, dim, 71) -> (B, dim).
-    folded = nn.Dense(1, dtype=self.dtype, name='label_fold')(
-        jnp.swapaxes(per_label, 1, 2))[..., 0]
-    return folded + nn.Dense(self.dim, dtype=self.dtype, name='demo_proj')(demo)
+    folded = nn.Dense(1, dtype=self.dtype, name="label_fold")(jnp.swapaxes(per_label, 1, 2))[..., 0]
+    return folded + nn.Dense(self.dim, dtype=self.dtype, name="demo_proj")(demo)
 
 
 class ConditionEmbedding(nn.Module):
   """Condition -> (B, dim), with a learned null condition where `drop` is True."""
+
   dim: int
-  kind: str = 'linear'
+  kind: str = "linear"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, cond, drop: Optional[jnp.ndarray] = None):
-    if self.kind == 'linear':
-      emb = LinearCondEmbedding(self.dim, self.dtype, name='linear')(cond)
-    elif self.kind == 'nle':
-      emb = NLECondEmbedding(self.dim, self.dtype, name='nle')(cond)
+  def __call__(self, cond, drop: jnp.ndarray | None = None):
+    if self.kind == "linear":
+      emb = LinearCondEmbedding(self.dim, self.dtype, name="linear")(cond)
+    elif self.kind == "nle":
+      emb = NLECondEmbedding(self.dim, self.dtype, name="nle")(cond)
     else:
-      raise ValueError(f'unknown cond_embedding {self.kind!r}; '
-                       f'expected one of {COND_EMBEDDINGS}')
-    null = self.param('null_embedding', nn.initializers.normal(1.0),
-                      (self.dim,))
+      raise ValueError(f"unknown cond_embedding {self.kind!r}; expected one of {COND_EMBEDDINGS}")
+    null = self.param("null_embedding", nn.initializers.normal(1.0), (self.dim,))
     if drop is None:
       return emb
     # Select rather than mask-multiply: a dropped row's value then does not
     # depend on cond at all.
-    return jnp.where(jnp.asarray(drop, bool)[:, None],
-                     null.astype(emb.dtype)[None, :], emb)
+    return jnp.where(jnp.asarray(drop, bool)[:, None], null.astype(emb.dtype)[None, :], emb)

@@ -8,7 +8,7 @@ boundary and never inside it.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,8 +20,7 @@ Dtype = Any
 
 def count_params(tree) -> int:
   """Total number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
-  return int(sum(np.prod(leaf.shape, dtype=np.int64)
-                 for leaf in jax.tree_util.tree_leaves(tree)))
+  return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
 def num_groups(channels: int, max_groups: int = 32) -> int:
@@ -35,10 +34,8 @@ def num_groups(channels: int, max_groups: int = 32) -> int:
   return 1
 
 
-def group_norm(channels: int, name: Optional[str] = None,
-               dtype: Dtype = jnp.float32) -> nn.GroupNorm:
-  return nn.GroupNorm(num_groups=num_groups(channels), epsilon=1e-6,
-                      dtype=dtype, name=name)
+def group_norm(channels: int, name: str | None = None, dtype: Dtype = jnp.float32) -> nn.GroupNorm:
+  return nn.GroupNorm(num_groups=num_groups(channels), epsilon=1e-6, dtype=dtype, name=name)
 
 
 class ResBlock1D(nn.Module):
@@ -48,6 +45,7 @@ class ResBlock1D(nn.Module):
   the second normalisation as a FiLM scale and shift (ADM's scale-shift norm),
   so the condition acts on every block.
   """
+
   features: int
   kernel_size: int = 3
   zero_init_last: bool = False
@@ -56,39 +54,45 @@ class ResBlock1D(nn.Module):
   @nn.compact
   def __call__(self, x, emb=None):
     k = (self.kernel_size,)
-    h = nn.silu(group_norm(x.shape[-1], 'norm1', self.dtype)(x))
-    h = nn.Conv(self.features, k, padding='SAME', dtype=self.dtype,
-                name='conv1')(h)
-    h = group_norm(self.features, 'norm2', self.dtype)(h)
+    h = nn.silu(group_norm(x.shape[-1], "norm1", self.dtype)(x))
+    h = nn.Conv(self.features, k, padding="SAME", dtype=self.dtype, name="conv1")(h)
+    h = group_norm(self.features, "norm2", self.dtype)(h)
     if emb is not None:
-      ss = nn.Dense(2 * self.features, dtype=self.dtype,
-                    name='emb_proj')(nn.silu(emb))
+      ss = nn.Dense(2 * self.features, dtype=self.dtype, name="emb_proj")(nn.silu(emb))
       scale, shift = jnp.split(ss[:, None, :], 2, axis=-1)
       h = h * (1.0 + scale) + shift
     h = nn.silu(h)
-    last_init = (nn.initializers.zeros if self.zero_init_last
-                 else nn.linear.default_kernel_init)
-    h = nn.Conv(self.features, k, padding='SAME', kernel_init=last_init,
-                dtype=self.dtype, name='conv2')(h)
+    last_init = nn.initializers.zeros if self.zero_init_last else nn.linear.default_kernel_init
+    h = nn.Conv(
+      self.features, k, padding="SAME", kernel_init=last_init, dtype=self.dtype, name="conv2"
+    )(h)
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1,), dtype=self.dtype, name='skip')(x)
+      x = nn.Conv(self.features, (1,), dtype=self.dtype, name="skip")(x)
     return x + h
 
 
 class Downsample1D(nn.Module):
   """Stride-2 convolution: halves the length (learned, unlike pooling)."""
+
   features: int
   kernel_size: int = 3
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    return nn.Conv(self.features, (self.kernel_size,), strides=(2,),
-                   padding='SAME', dtype=self.dtype, name='conv')(x)
+    return nn.Conv(
+      self.features,
+      (self.kernel_size,),
+      strides=(2,),
+      padding="SAME",
+      dtype=self.dtype,
+      name="conv",
+    )(x)
 
 
 class Upsample1D(nn.Module):
   """Nearest-neighbour x2 then a convolution (no transposed-conv artefacts)."""
+
   features: int
   kernel_size: int = 3
   dtype: Dtype = jnp.float32
@@ -96,8 +100,9 @@ class Upsample1D(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = jnp.repeat(x, 2, axis=1)
-    return nn.Conv(self.features, (self.kernel_size,), padding='SAME',
-                   dtype=self.dtype, name='conv')(x)
+    return nn.Conv(
+      self.features, (self.kernel_size,), padding="SAME", dtype=self.dtype, name="conv"
+    )(x)
 
 
 class SelfAttention1D(nn.Module):
@@ -106,16 +111,17 @@ class SelfAttention1D(nn.Module):
   Used only at the lowest resolution, where global context (rhythm over the
   whole 10 s record) is cheap to get.
   """
+
   num_heads: int = 4
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    h = group_norm(c, 'norm', self.dtype)(x)
+    h = group_norm(c, "norm", self.dtype)(x)
     h = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, qkv_features=c, out_features=c,
-        dtype=self.dtype, name='attn')(h, h)
+      num_heads=self.num_heads, qkv_features=c, out_features=c, dtype=self.dtype, name="attn"
+    )(h, h)
     return x + h
 
 
@@ -127,8 +133,7 @@ def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0):
   """
   t = jnp.asarray(t).astype(jnp.float32).reshape(-1)
   half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
-                  / half)
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
   args = t[:, None] * freqs[None, :]
   emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
   if dim % 2:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ecgjax.policies.base import Draw
-from ecgjax.policies.classes import rare_boost, rare_oversample_3x, rake_weights, uniform_class
+from ecgjax.policies.classes import rake_weights, rare_boost, rare_oversample_3x, uniform_class
 from ecgjax.policies.demographic import demo_balanced, demo_strat, synth_cond
 from ecgjax.policies.diversity import diversity_oversample
 from ecgjax.policies.judge import POOL_FACTOR, iter_relabel, qfilter_matched, qstrat_matched
@@ -21,19 +21,19 @@ from ecgjax.policies.reference import prototype, real_matched, real_subset
 from ecgjax.policies.table import PolicyTable, make_table
 
 POLICIES: dict[str, Callable[..., Draw]] = {
-    "real_subset": real_subset,
-    "real_matched": real_matched,
-    "uniform_class": uniform_class,
-    "rare_boost": rare_boost,
-    "rare_oversample_3x": rare_oversample_3x,
-    "demo_strat": demo_strat,
-    "demo_balanced": demo_balanced,
-    "synth_cond": synth_cond,
-    "qfilter_matched": qfilter_matched,
-    "qstrat_matched": qstrat_matched,
-    "iter_relabel": iter_relabel,
-    "diversity_oversample": diversity_oversample,
-    "prototype": prototype,
+  "real_subset": real_subset,
+  "real_matched": real_matched,
+  "uniform_class": uniform_class,
+  "rare_boost": rare_boost,
+  "rare_oversample_3x": rare_oversample_3x,
+  "demo_strat": demo_strat,
+  "demo_balanced": demo_balanced,
+  "synth_cond": synth_cond,
+  "qfilter_matched": qfilter_matched,
+  "qstrat_matched": qstrat_matched,
+  "iter_relabel": iter_relabel,
+  "diversity_oversample": diversity_oversample,
+  "prototype": prototype,
 }
 
 JUDGE_POLICIES = frozenset(POOL_FACTOR)
@@ -56,6 +56,14 @@ def draw_pool(key, table: PolicyTable, n: int, name: str) -> Draw:
 
 
 __all__ = [
-    "Draw", "JUDGE_POLICIES", "POLICIES", "POOL_FACTOR", "PolicyTable", "REAL_SIGNAL_POLICIES",
-    "draw_pool", "get_policy", "make_table", "rake_weights",
+  "Draw",
+  "JUDGE_POLICIES",
+  "POLICIES",
+  "POOL_FACTOR",
+  "PolicyTable",
+  "REAL_SIGNAL_POLICIES",
+  "draw_pool",
+  "get_policy",
+  "make_table",
+  "rake_weights",
 ]

@@ -25,6 +25,7 @@ class Draw:
     for the judge-driven policies (the harness selects those ECGs); -1 for the
     others, whose samples are generated from `cond` in order.
   """
+
   cond: jnp.ndarray
   labels: jnp.ndarray
   rows: jnp.ndarray
@@ -39,8 +40,9 @@ def check_n(n, name: str) -> int:
   try:
     n = operator.index(n)
   except TypeError:
-    raise TypeError(f"{name}: n must be a static int, got {n!r} "
-                    "(jit with static_argnums=2)") from None
+    raise TypeError(
+      f"{name}: n must be a static int, got {n!r} (jit with static_argnums=2)"
+    ) from None
   if n < 1:
     raise ValueError(f"{name}: n must be >= 1, got {n}")
   return n
@@ -50,8 +52,12 @@ def from_rows(table: PolicyTable, rows: jnp.ndarray) -> Draw:
   """The full real tuple of each row reused (real_matched and its relatives)."""
   rows = rows.astype(jnp.int32)
   labels = table.labels[rows]
-  return Draw(cond=jnp.concatenate([labels, table.demo_z[rows]], axis=1), labels=labels,
-              rows=rows, pool_index=jnp.full(rows.shape, -1, jnp.int32))
+  return Draw(
+    cond=jnp.concatenate([labels, table.demo_z[rows]], axis=1),
+    labels=labels,
+    rows=rows,
+    pool_index=jnp.full(rows.shape, -1, jnp.int32),
+  )
 
 
 def synthesized(labels: jnp.ndarray, demo_z: jnp.ndarray) -> Draw:

@@ -89,8 +89,13 @@ def _ipf(labels_t: jnp.ndarray, targets, rake, order, sweeps: int) -> jnp.ndarra
   return lax.fori_loop(0, sweeps, sweep, jnp.full((num_rows,), 1.0 / num_rows, jnp.float32))
 
 
-def rake_weights(labels: jnp.ndarray, targets: jnp.ndarray, raised: jnp.ndarray,
-                 sweeps: int = RAKING_SWEEPS, tol: float = RAKING_TOL):
+def rake_weights(
+  labels: jnp.ndarray,
+  targets: jnp.ndarray,
+  raised: jnp.ndarray,
+  sweeps: int = RAKING_SWEEPS,
+  tol: float = RAKING_TOL,
+):
   """Per-row weights (N,) summing to 1 whose expected prevalences approach `targets`.
 
   labels: (N, K) 0/1; targets: (K,); raised: (K,) bool, the classes moved off

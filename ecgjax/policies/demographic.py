@@ -44,8 +44,7 @@ def demo_strat(key, table: PolicyTable, n: int, **unused) -> base.Draw:
   group = jax.random.categorical(k_group, jnp.log(group_p), shape=(n,))
   cell_logits = jnp.where(kept[group], 0.0, -jnp.inf)
   cell = jax.random.categorical(k_cell, cell_logits, axis=-1)
-  rows = base.uniform_in_segment(k_row, table.cell_ptr, table.cell_idx,
-                                 group * NUM_CELLS + cell)
+  rows = base.uniform_in_segment(k_row, table.cell_ptr, table.cell_idx, group * NUM_CELLS + cell)
   return base.from_rows(table, rows)
 
 
@@ -120,6 +119,8 @@ def synth_cond(key, table: PolicyTable, n: int, **unused) -> base.Draw:
     return round_ + 1, labels, demo_z, real
 
   _, labels, demo_z, _ = lax.while_loop(
-      lambda s: jnp.any(s[3]) & (s[0] <= SYNTH_COND_MAX_ROUNDS), redraw,
-      (jnp.int32(1), labels, demo_z, real))
+    lambda s: jnp.any(s[3]) & (s[0] <= SYNTH_COND_MAX_ROUNDS),
+    redraw,
+    (jnp.int32(1), labels, demo_z, real),
+  )
   return base.synthesized(labels, demo_z)

@@ -63,8 +63,9 @@ def farthest_point_select(x: jnp.ndarray, group: jnp.ndarray, quota: jnp.ndarray
   return selected
 
 
-def diversity_oversample(key, table: PolicyTable, n: int, *, pool: base.Draw = None,
-                         judge_logits=None, **unused) -> base.Draw:
+def diversity_oversample(
+  key, table: PolicyTable, n: int, *, pool: base.Draw = None, judge_logits=None, **unused
+) -> base.Draw:
   """From the 2n pool, half of each anchor-class group by farthest-point selection.
 
   Distances are Euclidean in the judge's 71-dim logit space; each group keeps

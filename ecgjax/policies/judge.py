@@ -20,10 +20,10 @@ from ecgjax.policies import base
 from ecgjax.policies.table import PolicyTable, anchor_of, group_of
 
 POOL_FACTOR = {
-    "qfilter_matched": 2,
-    "qstrat_matched": 2,
-    "iter_relabel": 1,
-    "diversity_oversample": 2,
+  "qfilter_matched": 2,
+  "qstrat_matched": 2,
+  "iter_relabel": 1,
+  "diversity_oversample": 2,
 }
 
 
@@ -31,12 +31,15 @@ def check_pool(name: str, n: int, pool: base.Draw, **judge) -> int:
   """Shapes are static, so a wrong pool size fails at trace time, naming it."""
   n = base.check_n(n, name)
   if pool is None:
-    raise ValueError(f"{name}: needs pool= (draw it with real_matched, "
-                     f"{POOL_FACTOR[name]} x n rows) and the judge outputs")
+    raise ValueError(
+      f"{name}: needs pool= (draw it with real_matched, "
+      f"{POOL_FACTOR[name]} x n rows) and the judge outputs"
+    )
   m = POOL_FACTOR[name] * n
   if pool.cond.shape[0] != m:
-    raise ValueError(f"{name}: pool has {pool.cond.shape[0]} rows, expected "
-                     f"{POOL_FACTOR[name]} x n = {m}")
+    raise ValueError(
+      f"{name}: pool has {pool.cond.shape[0]} rows, expected {POOL_FACTOR[name]} x n = {m}"
+    )
   for key, value in judge.items():
     if value is None:
       raise ValueError(f"{name}: needs {key}=")
@@ -52,9 +55,12 @@ def check_pool(name: str, n: int, pool: base.Draw, **judge) -> int:
 def select(pool: base.Draw, index: jnp.ndarray, labels=None) -> base.Draw:
   """The kept pool samples, in index order, remembering their pool position."""
   index = index.astype(jnp.int32)
-  return base.Draw(cond=pool.cond[index],
-                   labels=pool.labels[index] if labels is None else labels,
-                   rows=pool.rows[index], pool_index=index)
+  return base.Draw(
+    cond=pool.cond[index],
+    labels=pool.labels[index] if labels is None else labels,
+    rows=pool.rows[index],
+    pool_index=index,
+  )
 
 
 def confidence(labels: jnp.ndarray, probs: jnp.ndarray) -> jnp.ndarray:
@@ -94,8 +100,9 @@ def rank_in_group(group: jnp.ndarray, score: jnp.ndarray) -> jnp.ndarray:
   return rank
 
 
-def qfilter_matched(key, table: PolicyTable, n: int, *, pool: base.Draw = None,
-                    judge_probs=None, **unused) -> base.Draw:
+def qfilter_matched(
+  key, table: PolicyTable, n: int, *, pool: base.Draw = None, judge_probs=None, **unused
+) -> base.Draw:
   """Keep the global top n of the 2n pool by judge confidence in the intended labels."""
   del key, table, unused
   check_pool("qfilter_matched", n, pool, judge_probs=judge_probs)
@@ -103,8 +110,9 @@ def qfilter_matched(key, table: PolicyTable, n: int, *, pool: base.Draw = None,
   return select(pool, index)
 
 
-def qstrat_matched(key, table: PolicyTable, n: int, *, pool: base.Draw = None,
-                   judge_probs=None, **unused) -> base.Draw:
+def qstrat_matched(
+  key, table: PolicyTable, n: int, *, pool: base.Draw = None, judge_probs=None, **unused
+) -> base.Draw:
   """Keep the top half by confidence within each anchor-class group of the pool.
 
   The pool's anchor distribution survives (each group keeps floor or ceil of
@@ -121,8 +129,16 @@ def qstrat_matched(key, table: PolicyTable, n: int, *, pool: base.Draw = None,
   return select(pool, index)
 
 
-def iter_relabel(key, table: PolicyTable, n: int, *, pool: base.Draw = None,
-                 judge_probs=None, thresholds=None, **unused) -> base.Draw:
+def iter_relabel(
+  key,
+  table: PolicyTable,
+  n: int,
+  *,
+  pool: base.Draw = None,
+  judge_probs=None,
+  thresholds=None,
+  **unused,
+) -> base.Draw:
   """Keep all n generated samples; intended labels := judge_probs >= thresholds.
 
   Only the labels the classifier is trained on change; `cond` stays the tuple

@@ -8,7 +8,6 @@ by construction, because it reuses whole real tuples.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from ecgjax.policies import base
 from ecgjax.policies.table import PolicyTable
@@ -22,8 +21,10 @@ def real_subset(key, table: PolicyTable, n: int, **unused) -> base.Draw:
   del unused
   n = base.check_n(n, "real_subset")
   if n > table.num_rows:
-    raise ValueError(f"real_subset: n = {n} exceeds the {table.num_rows} train records "
-                     "(it draws without replacement)")
+    raise ValueError(
+      f"real_subset: n = {n} exceeds the {table.num_rows} train records "
+      "(it draws without replacement)"
+    )
   rows = jax.random.choice(key, table.num_rows, (n,), replace=False)
   return base.from_rows(table, rows)
 

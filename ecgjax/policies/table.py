@@ -25,6 +25,7 @@ NUM_CELLS = 6  # demo_strat: age tertile (3) x sex (2)
 @struct.dataclass
 class PolicyTable:
   """T as device arrays. N train rows, K = 71 labels, G = K + 1 anchor groups."""
+
   labels: jnp.ndarray  # (N, K) float32, 0/1
   demo_z: jnp.ndarray  # (N, 5) float32, the z-scores the generator was conditioned on
   demo: jnp.ndarray  # (N, 5) float32 raw: age, sex, height, weight, bmi
@@ -150,22 +151,26 @@ def make_table(ds) -> PolicyTable:
   cond = np.concatenate([labels.astype(np.float32), demo_z], axis=1)
 
   return PolicyTable(
-      labels=jnp.asarray(labels, jnp.float32),
-      demo_z=jnp.asarray(demo_z),
-      demo=jnp.asarray(demo, jnp.float32),
-      demo_mean=jnp.asarray(ds.demo_mean, jnp.float32),
-      demo_std=jnp.asarray(ds.demo_std, jnp.float32),
-      prevalence=jnp.asarray(prevalence, jnp.float32),
-      anchor=jnp.asarray(anchor, jnp.int32),
-      group=jnp.asarray(group, jnp.int32),
-      anchor_freq=jnp.asarray(group_counts / n, jnp.float32),
-      anchor_demo_z=jnp.asarray(anchor_demo_z, jnp.float32),
-      age_cuts=jnp.asarray(cuts, jnp.float32),
-      age_range=jnp.asarray([age.min(), age.max()], jnp.float32),
-      class_ptr=jnp.asarray(class_ptr), class_idx=jnp.asarray(class_idx),
-      group_ptr=jnp.asarray(group_ptr), group_idx=jnp.asarray(group_idx),
-      cell_ptr=jnp.asarray(cell_ptr), cell_idx=jnp.asarray(cell_idx),
-      sex_ptr=jnp.asarray(sex_ptr), sex_idx=jnp.asarray(sex_idx),
-      cond_hash=jnp.sort(cond_hash(jnp.asarray(cond))),
-      ds_rows=jnp.asarray(ds_rows, jnp.int32),
+    labels=jnp.asarray(labels, jnp.float32),
+    demo_z=jnp.asarray(demo_z),
+    demo=jnp.asarray(demo, jnp.float32),
+    demo_mean=jnp.asarray(ds.demo_mean, jnp.float32),
+    demo_std=jnp.asarray(ds.demo_std, jnp.float32),
+    prevalence=jnp.asarray(prevalence, jnp.float32),
+    anchor=jnp.asarray(anchor, jnp.int32),
+    group=jnp.asarray(group, jnp.int32),
+    anchor_freq=jnp.asarray(group_counts / n, jnp.float32),
+    anchor_demo_z=jnp.asarray(anchor_demo_z, jnp.float32),
+    age_cuts=jnp.asarray(cuts, jnp.float32),
+    age_range=jnp.asarray([age.min(), age.max()], jnp.float32),
+    class_ptr=jnp.asarray(class_ptr),
+    class_idx=jnp.asarray(class_idx),
+    group_ptr=jnp.asarray(group_ptr),
+    group_idx=jnp.asarray(group_idx),
+    cell_ptr=jnp.asarray(cell_ptr),
+    cell_idx=jnp.asarray(cell_idx),
+    sex_ptr=jnp.asarray(sex_ptr),
+    sex_idx=jnp.asarray(sex_idx),
+    cond_hash=jnp.sort(cond_hash(jnp.asarray(cond))),
+    ds_rows=jnp.asarray(ds_rows, jnp.int32),
   )

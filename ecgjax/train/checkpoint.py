@@ -29,24 +29,37 @@ def fingerprint(obj: Any) -> str:
 
 def abstract_like(tree, sharding=None):
   """ShapeDtypeStructs (with a sharding) to restore into."""
+
   def leaf(x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding if sharding is not None
-                                else getattr(x, "sharding", None))
+    return jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=sharding if sharding is not None else getattr(x, "sharding", None)
+    )
+
   return jax.tree.map(leaf, tree)
 
 
 class Checkpointer:
   """A CheckpointManager over items `state`, `data` (optional) and `meta`."""
 
-  def __init__(self, directory: str, *, meta: dict, save_interval_steps: int = 1,
-               max_to_keep: int | None = 2, create: bool = True):
+  def __init__(
+    self,
+    directory: str,
+    *,
+    meta: dict,
+    save_interval_steps: int = 1,
+    max_to_keep: int | None = 2,
+    create: bool = True,
+  ):
     self.directory = os.path.abspath(directory)
     if not create and not os.path.isdir(self.directory):
       raise CheckpointError(f"no checkpoint directory at {self.directory}")
     self.meta = dict(meta)
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_interval_steps, max_to_keep=max_to_keep, create=create,
-        enable_async_checkpointing=False)
+      save_interval_steps=save_interval_steps,
+      max_to_keep=max_to_keep,
+      create=create,
+      enable_async_checkpointing=False,
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -55,10 +68,13 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state, data_iter=None, *, force: bool = False,
-           extra_meta: dict | None = None) -> bool:
-    items = {"state": ocp.args.StandardSave(state),
-             "meta": ocp.args.JsonSave({**self.meta, **(extra_meta or {}), "step": int(step)})}
+  def save(
+    self, step: int, state, data_iter=None, *, force: bool = False, extra_meta: dict | None = None
+  ) -> bool:
+    items = {
+      "state": ocp.args.StandardSave(state),
+      "meta": ocp.args.JsonSave({**self.meta, **(extra_meta or {}), "step": int(step)}),
+    }
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
@@ -68,7 +84,9 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except Exception as e:
-      raise CheckpointError(f"checkpoint {self.directory} step {step}: unreadable metadata ({e})") from None
+      raise CheckpointError(
+        f"checkpoint {self.directory} step {step}: unreadable metadata ({e})"
+      ) from None
     return dict(restored["meta"])
 
   def _step(self, step):
@@ -84,9 +102,10 @@ class Checkpointer:
       desc_a, desc_b = stored.get("describe", {}), self.meta.get("describe", {})
       diff = sorted(k for k in set(desc_a) | set(desc_b) if desc_a.get(k) != desc_b.get(k))
       raise CheckpointError(
-          f"checkpoint {self.directory} was written by a different config "
-          f"(stored fingerprint {stored.get('fingerprint')}, this run {self.meta.get('fingerprint')}); "
-          f"differing: {', '.join(diff) or 'unknown'}")
+        f"checkpoint {self.directory} was written by a different config "
+        f"(stored fingerprint {stored.get('fingerprint')}, this run {self.meta.get('fingerprint')}); "
+        f"differing: {', '.join(diff) or 'unknown'}"
+      )
     return stored
 
   def restore(self, state_template, data_iter=None, step: int | None = None, sharding=None):
@@ -100,8 +119,9 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:
       raise CheckpointError(
-          f"checkpoint {self.directory} step {step} is corrupt or does not match this model "
-          f"({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        f"checkpoint {self.directory} step {step} is corrupt or does not match this model "
+        f"({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+      ) from None
     return restored["state"]
 
   def wait(self):

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from ecgjax import configs as configs_lib
@@ -41,6 +42,7 @@ def build_model(ccfg, num_classes: int = 71):
 @dataclasses.dataclass
 class Classifier:
   """A trained classifier: model, weights and its input standardisation."""
+
   model: object
   variables: dict  # {'params', 'batch_stats'}
   mean: np.ndarray  # (12,) per-lead statistics of its training set
@@ -48,10 +50,13 @@ class Classifier:
   best_epoch: int = -1
   val_auroc: float = float("nan")
 
-  def predict(self, signals: np.ndarray, mesh: Mesh, batch_size: int = 256,
-              logits: bool = False) -> np.ndarray:
+  def predict(
+    self, signals: np.ndarray, mesh: Mesh, batch_size: int = 256, logits: bool = False
+  ) -> np.ndarray:
     """Sigmoid probabilities (or logits) for (N, 12, 1000) signals, sharded over 'data'."""
-    return predict(self.model, self.variables, self.mean, self.std, signals, mesh, batch_size, logits)
+    return predict(
+      self.model, self.variables, self.mean, self.std, signals, mesh, batch_size, logits
+    )
 
 
 def _standardise(x, mean, std):
@@ -62,8 +67,11 @@ def _standardise(x, mean, std):
 def _predict_fn(model, mesh: Mesh):
   """One compiled eval function per (model, mesh), shared by every predict call."""
   rep = NamedSharding(mesh, P())
-  return jax.jit(lambda v, m, s, x: model.apply(v, _standardise(x, m, s), train=False),
-                 in_shardings=(rep, rep, rep, pipeline.batch_sharding(mesh)), out_shardings=rep)
+  return jax.jit(
+    lambda v, m, s, x: model.apply(v, _standardise(x, m, s), train=False),
+    in_shardings=(rep, rep, rep, pipeline.batch_sharding(mesh)),
+    out_shardings=rep,
+  )
 
 
 def predict(model, variables, mean, std, signals, mesh, batch_size=256, logits=False):
@@ -89,8 +97,13 @@ def make_step(model, tx, mean, std):
     x = _standardise(batch["signal"], mean, std)
 
     def loss_fn(params):
-      logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                    train=True, mutable=["batch_stats"], rngs={"dropout": key})
+      logits, updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+        rngs={"dropout": key},
+      )
       loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
       return loss, updates["batch_stats"]
 
@@ -106,15 +119,28 @@ def val_macro_auroc(y_true, y_prob) -> float:
   return float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
 
 
-def train_classifier(ccfg, train_signals, train_labels, val_signals, val_labels, *, mesh: Mesh,
-                     ckpt_dir: str | None, seed: int, progress: bool = True,
-                     stop_after_epochs: int | None = None, desc: str = "classifier") -> Classifier:
+def train_classifier(
+  ccfg,
+  train_signals,
+  train_labels,
+  val_signals,
+  val_labels,
+  *,
+  mesh: Mesh,
+  ckpt_dir: str | None,
+  seed: int,
+  progress: bool = True,
+  stop_after_epochs: int | None = None,
+  desc: str = "classifier",
+) -> Classifier:
   """Trains for `ccfg.epochs` epochs; returns the best-on-validation classifier."""
   n = len(train_signals)
   batch = min(ccfg.batch_size, n)
   batch -= batch % mesh.shape[pipeline.DATA_AXIS]
   if batch <= 0:
-    raise ConfigError(f"classifier needs at least {mesh.shape[pipeline.DATA_AXIS]} training samples, got {n}")
+    raise ConfigError(
+      f"classifier needs at least {mesh.shape[pipeline.DATA_AXIS]} training samples, got {n}"
+    )
   steps_per_epoch = n // batch
   total = steps_per_epoch * ccfg.epochs
   mean = np.asarray(train_signals.mean(axis=(0, 2)), np.float32)
@@ -125,15 +151,25 @@ def train_classifier(ccfg, train_signals, train_labels, val_signals, val_labels,
   key = jax.random.PRNGKey(seed)
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(key)
   state = TrainState.create(variables["params"], tx, batch_stats=variables["batch_stats"])
-  run = {"train": state, "best": {"params": variables["params"], "batch_stats": variables["batch_stats"]},
-         "best_auroc": np.float32(-1.0), "best_epoch": np.int32(-1)}
-  data = iter(pipeline.train_dataset({"signal": train_signals, "label": train_labels.astype(np.float32)},
-                                     global_batch_size=batch, seed=seed))
+  run = {
+    "train": state,
+    "best": {"params": variables["params"], "batch_stats": variables["batch_stats"]},
+    "best_auroc": np.float32(-1.0),
+    "best_epoch": np.int32(-1),
+  }
+  data = iter(
+    pipeline.train_dataset(
+      {"signal": train_signals, "label": train_labels.astype(np.float32)},
+      global_batch_size=batch,
+      seed=seed,
+    )
+  )
   ckpt = None
   if ckpt_dir is not None:
     describe = {"classifier": configs_lib.describe(ccfg), "n": n, "seed": seed}
-    ckpt = Checkpointer(ckpt_dir, meta={"fingerprint": fingerprint(describe), "describe": describe},
-                        max_to_keep=1)
+    ckpt = Checkpointer(
+      ckpt_dir, meta={"fingerprint": fingerprint(describe), "describe": describe}, max_to_keep=1
+    )
   rep = pipeline.replicated(mesh)
   start_epoch = 0
   if ckpt is not None and ckpt.latest_step() is not None:
@@ -143,8 +179,13 @@ def train_classifier(ccfg, train_signals, train_labels, val_signals, val_labels,
   step = loop.jit_train_step(make_step(model, tx, mean, std), mesh)
   key = jax.device_put(jax.random.fold_in(key, 1), rep)
   end = ccfg.epochs if stop_after_epochs is None else min(ccfg.epochs, stop_after_epochs)
-  bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=desc, unit="step",
-             disable=not progress or jax.process_index() != 0)
+  bar = tqdm(
+    total=total,
+    initial=start_epoch * steps_per_epoch,
+    desc=desc,
+    unit="step",
+    disable=not progress or jax.process_index() != 0,
+  )
   try:
     for epoch in range(start_epoch, end):
       state = run["train"]
@@ -166,8 +207,11 @@ def train_classifier(ccfg, train_signals, train_labels, val_signals, val_labels,
       ckpt.wait()
       ckpt.close()
   best_epoch = int(run["best_epoch"])
-  chosen = run["best"] if best_epoch >= 0 else {"params": run["train"].params,
-                                                "batch_stats": run["train"].batch_stats}
+  chosen = (
+    run["best"]
+    if best_epoch >= 0
+    else {"params": run["train"].params, "batch_stats": run["train"].batch_stats}
+  )
   return Classifier(model, jax.device_get(chosen), mean, std, best_epoch, float(run["best_auroc"]))
 
 
@@ -183,8 +227,12 @@ def _export_describe(ccfg) -> dict:
 def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
   """Saves a trained classifier (weights, input statistics, extras) with orbax."""
   describe = _export_describe(ccfg)
-  meta = {"fingerprint": fingerprint(describe), "describe": describe, "best_epoch": clf.best_epoch,
-          "val_auroc": clf.val_auroc}
+  meta = {
+    "fingerprint": fingerprint(describe),
+    "describe": describe,
+    "best_epoch": clf.best_epoch,
+    "val_auroc": clf.val_auroc,
+  }
   tree = {"variables": clf.variables, "mean": clf.mean, "std": clf.std, **(extra or {})}
   ckpt = Checkpointer(path, meta=meta, max_to_keep=1)
   ckpt.save(0, tree, force=True)
@@ -195,20 +243,35 @@ def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
 def load(path: str, ccfg, extra_template: dict | None = None) -> tuple[Classifier, dict]:
   """The classifier exported at `path` (CheckpointError when missing or mismatched)."""
   from ecgjax.errors import CheckpointError
+
   if not os.path.isdir(path):
     raise CheckpointError(f"no classifier checkpoint at {path}")
   model = build_model(ccfg)
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000)),
-                                                train=False))
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000)), train=False)
+  )
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-  template = {"variables": dict(variables), "mean": f32(12), "std": f32(12), **(extra_template or {})}
+  template = {
+    "variables": dict(variables),
+    "mean": f32(12),
+    "std": f32(12),
+    **(extra_template or {}),
+  }
   describe = _export_describe(ccfg)
-  ckpt = Checkpointer(path, meta={"fingerprint": fingerprint(describe), "describe": describe}, create=False)
+  ckpt = Checkpointer(
+    path, meta={"fingerprint": fingerprint(describe), "describe": describe}, create=False
+  )
   meta = ckpt.read_meta()
   cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   tree = ckpt.restore(template, sharding=cpu)
   ckpt.close()
   tree = jax.device_get(tree)
-  clf = Classifier(model, tree.pop("variables"), tree.pop("mean"), tree.pop("std"),
-                   int(meta.get("best_epoch", -1)), float(meta.get("val_auroc", float("nan"))))
+  clf = Classifier(
+    model,
+    tree.pop("variables"),
+    tree.pop("mean"),
+    tree.pop("std"),
+    int(meta.get("best_epoch", -1)),
+    float(meta.get("val_auroc", float("nan"))),
+  )
   return clf, tree

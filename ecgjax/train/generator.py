@@ -57,7 +57,8 @@ def make_unet_step(unet, tx, schedule, p_uncond: float, ema_decay: float, predic
   def step(state: TrainState, batch, key):
     key = jax.random.fold_in(key, state.step)
     (loss, aux), grads = jax.value_and_grad(diffusion_loss, argnums=1, has_aux=True)(
-        denoise, state.params, batch["z"], batch["cond"], key, schedule, p_uncond, prediction)
+      denoise, state.params, batch["z"], batch["cond"], key, schedule, p_uncond, prediction
+    )
     new = state.apply_gradients(grads, tx, ema_decay=ema_decay)
     return new, {"loss": loss, "drop_frac": aux["drop_frac"]}
 
@@ -65,8 +66,9 @@ def make_unet_step(unet, tx, schedule, p_uncond: float, ema_decay: float, predic
 
 
 def _schedule(tcfg):
-  return optax.warmup_cosine_decay_schedule(0.0, tcfg.learning_rate, min(500, tcfg.steps // 10 + 1),
-                                            tcfg.steps, tcfg.learning_rate * 0.05)
+  return optax.warmup_cosine_decay_schedule(
+    0.0, tcfg.learning_rate, min(500, tcfg.steps // 10 + 1), tcfg.steps, tcfg.learning_rate * 0.05
+  )
 
 
 def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=True):
@@ -80,18 +82,36 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
   params = vae.init(key, jnp.zeros((1, 12, 1000)))
   state = TrainState.create(params, tx)
   train = np.flatnonzero(ds.train_mask)
-  data = iter(pipeline.train_dataset({"signal": ds.signals[train]},
-                                     global_batch_size=tcfg.batch_size, seed=tcfg.seed))
-  meta = {"fingerprint": fingerprint([configs_lib.describe(cfg.vae), configs_lib.describe(tcfg),
-                                      ds.content_key]),
-          "describe": {"vae": configs_lib.describe(cfg.vae), "train_vae": configs_lib.describe(tcfg)}}
-  ckpt = Checkpointer(os.path.join(workdir, "generator", "vae"), meta=meta,
-                      save_interval_steps=tcfg.checkpoint_every)
+  data = iter(
+    pipeline.train_dataset(
+      {"signal": ds.signals[train]}, global_batch_size=tcfg.batch_size, seed=tcfg.seed
+    )
+  )
+  meta = {
+    "fingerprint": fingerprint(
+      [configs_lib.describe(cfg.vae), configs_lib.describe(tcfg), ds.content_key]
+    ),
+    "describe": {"vae": configs_lib.describe(cfg.vae), "train_vae": configs_lib.describe(tcfg)},
+  }
+  ckpt = Checkpointer(
+    os.path.join(workdir, "generator", "vae"), meta=meta, save_interval_steps=tcfg.checkpoint_every
+  )
   step = loop.jit_train_step(make_vae_step(vae, tx, tcfg.kl_weight, mean, std), mesh)
-  state = loop.fit(state, step, data, num_steps=tcfg.steps, mesh=mesh, key=jax.random.fold_in(key, 1),
-                   checkpointer=ckpt, log_every=tcfg.log_every, desc="vae",
-                   metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"), lr_fn=lr,
-                   stop_after=stop_after, progress=progress)
+  state = loop.fit(
+    state,
+    step,
+    data,
+    num_steps=tcfg.steps,
+    mesh=mesh,
+    key=jax.random.fold_in(key, 1),
+    checkpointer=ckpt,
+    log_every=tcfg.log_every,
+    desc="vae",
+    metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"),
+    lr_fn=lr,
+    stop_after=stop_after,
+    progress=progress,
+  )
   ckpt.close()
   return jax.device_get(state.params), mean, std, state.step
 
@@ -99,8 +119,10 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
 def encode_latents(vae: VAE, params, signals, mean, std, batch_size=256):
   """Posterior means (N, 4, 128) of standardised signals, batched on the host."""
   enc = jax.jit(lambda p, x: vae.apply(p, standardise(x, mean, std), method=VAE.encode)[0])
-  out = [np.asarray(enc(params, jnp.asarray(signals[s:s + batch_size])))
-         for s in range(0, len(signals), batch_size)]
+  out = [
+    np.asarray(enc(params, jnp.asarray(signals[s : s + batch_size])))
+    for s in range(0, len(signals), batch_size)
+  ]
   return np.concatenate(out)
 
 
@@ -116,22 +138,53 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
   lr = _schedule(tcfg)
   tx = adamw(lr, tcfg.weight_decay)
   key = jax.random.PRNGKey(tcfg.seed)
-  params = unet.init(key, jnp.zeros((1,) + gen_lib.LATENT_SHAPE), jnp.zeros((1,), jnp.int32),
-                     jnp.zeros((1, COND_DIM)), jnp.zeros((1,), bool))
+  params = unet.init(
+    key,
+    jnp.zeros((1,) + gen_lib.LATENT_SHAPE),
+    jnp.zeros((1,), jnp.int32),
+    jnp.zeros((1, COND_DIM)),
+    jnp.zeros((1,), bool),
+  )
   state = TrainState.create(params, tx, ema=True)
-  data = iter(pipeline.train_dataset({"z": latents * latent_scale, "cond": ds.cond[train]},
-                                     global_batch_size=tcfg.batch_size, seed=tcfg.seed))
-  describe = {"unet": configs_lib.describe(cfg.unet), "train_unet": configs_lib.describe(tcfg),
-              "diffusion": configs_lib.describe(cfg.diffusion)}
-  meta = {"fingerprint": fingerprint([describe, float(latent_scale), ds.content_key]),
-          "describe": describe}
-  ckpt = Checkpointer(os.path.join(workdir, "generator", "unet"), meta=meta,
-                      save_interval_steps=tcfg.checkpoint_every)
-  step = loop.jit_train_step(make_unet_step(unet, tx, schedule, cfg.diffusion.p_uncond,
-                                            tcfg.ema_decay, cfg.diffusion.prediction), mesh)
-  state = loop.fit(state, step, data, num_steps=tcfg.steps, mesh=mesh, key=jax.random.fold_in(key, 1),
-                   checkpointer=ckpt, log_every=tcfg.log_every, desc="unet",
-                   metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"), lr_fn=lr,
-                   stop_after=stop_after, progress=progress)
+  data = iter(
+    pipeline.train_dataset(
+      {"z": latents * latent_scale, "cond": ds.cond[train]},
+      global_batch_size=tcfg.batch_size,
+      seed=tcfg.seed,
+    )
+  )
+  describe = {
+    "unet": configs_lib.describe(cfg.unet),
+    "train_unet": configs_lib.describe(tcfg),
+    "diffusion": configs_lib.describe(cfg.diffusion),
+  }
+  meta = {
+    "fingerprint": fingerprint([describe, float(latent_scale), ds.content_key]),
+    "describe": describe,
+  }
+  ckpt = Checkpointer(
+    os.path.join(workdir, "generator", "unet"), meta=meta, save_interval_steps=tcfg.checkpoint_every
+  )
+  step = loop.jit_train_step(
+    make_unet_step(
+      unet, tx, schedule, cfg.diffusion.p_uncond, tcfg.ema_decay, cfg.diffusion.prediction
+    ),
+    mesh,
+  )
+  state = loop.fit(
+    state,
+    step,
+    data,
+    num_steps=tcfg.steps,
+    mesh=mesh,
+    key=jax.random.fold_in(key, 1),
+    checkpointer=ckpt,
+    log_every=tcfg.log_every,
+    desc="unet",
+    metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"),
+    lr_fn=lr,
+    stop_after=stop_after,
+    progress=progress,
+  )
   ckpt.close()
   return jax.device_get(state.ema_params), latent_scale, state.step

@@ -28,10 +28,12 @@ from ecgjax.train.checkpoint import Checkpointer
 def jit_train_step(step_fn: Callable, mesh: Mesh, state_sharding=None):
   """jit with the state replicated (donated), the batch split over 'data'."""
   state_sharding = state_sharding or pipeline.replicated(mesh)
-  return jax.jit(step_fn,
-                 in_shardings=(state_sharding, pipeline.batch_sharding(mesh), pipeline.replicated(mesh)),
-                 out_shardings=(state_sharding, pipeline.replicated(mesh)),
-                 donate_argnums=0)
+  return jax.jit(
+    step_fn,
+    in_shardings=(state_sharding, pipeline.batch_sharding(mesh), pipeline.replicated(mesh)),
+    out_shardings=(state_sharding, pipeline.replicated(mesh)),
+    donate_argnums=0,
+  )
 
 
 def replicate(tree, mesh: Mesh):
@@ -46,11 +48,22 @@ def _write_jsonl(path: str | None, record: Mapping):
     f.write(json.dumps(record) + "\n")
 
 
-def fit(state, train_step: Callable, data_iter, *, num_steps: int, mesh: Mesh, key: jax.Array,
-        checkpointer: Checkpointer | None = None, log_every: int = 50,
-        metrics_path: str | None = None, desc: str = "train",
-        lr_fn: Callable[[int], float] | None = None, stop_after: int | None = None,
-        progress: bool = True):
+def fit(
+  state,
+  train_step: Callable,
+  data_iter,
+  *,
+  num_steps: int,
+  mesh: Mesh,
+  key: jax.Array,
+  checkpointer: Checkpointer | None = None,
+  log_every: int = 50,
+  metrics_path: str | None = None,
+  desc: str = "train",
+  lr_fn: Callable[[int], float] | None = None,
+  stop_after: int | None = None,
+  progress: bool = True,
+):
   """Runs `train_step` until `num_steps`, resuming from `checkpointer` if it has a step.
 
   stop_after: stop (with a checkpoint) once this many steps are done in total;
@@ -65,8 +78,13 @@ def fit(state, train_step: Callable, data_iter, *, num_steps: int, mesh: Mesh, k
     state = replicate(state, mesh)
   key = replicate(key, mesh)
   end = num_steps if stop_after is None else min(num_steps, stop_after)
-  bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step",
-             disable=not progress or jax.process_index() != 0)
+  bar = tqdm(
+    total=num_steps,
+    initial=start,
+    desc=desc,
+    unit="step",
+    disable=not progress or jax.process_index() != 0,
+  )
   t_last, steps_last = time.perf_counter(), start
   try:
     for step in range(start, end):
