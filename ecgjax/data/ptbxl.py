@@ -12,11 +12,11 @@ import dataclasses
 import hashlib
 import importlib.resources
 import os
-import tempfile
 
 import numpy as np
 import pandas as pd
 
+from ecgjax import fileio
 from ecgjax.data import records as records_lib
 from ecgjax.data import table as T
 from ecgjax.data.table import DataError
@@ -175,19 +175,11 @@ def _load_signals(root, rel_paths, key, cache_dir, num_workers, progress) -> np.
     cached = np.load(path, mmap_mode="r")
     if cached.shape == shape and cached.dtype == np.float32:
       return cached
-  os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".ptbxl-signals-", suffix=".npy.tmp", dir=cache_dir)
-  os.close(fd)
-  try:
+  with fileio.atomic_path(path) as tmp:  # readers see the whole file or none
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     records_lib.read_records(root, rel_paths, out=out, num_workers=num_workers, progress=progress)
     out.flush()
     del out
-    os.replace(tmp, path)  # atomic: readers see the whole file or none
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   return np.load(path, mmap_mode="r")
 
 
