@@ -12,30 +12,51 @@ from ecgjax import configs
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
 
-PRESET = flags.DEFINE_enum(
-  "preset",
-  "mini",
-  configs.PRESETS,
-  "Sizes and counts: 'paper' (the paper's figures) or 'mini' (2 CPU cores, minutes).",
-)
-CONFIG = config_flags.DEFINE_config_dict(
-  "config",
-  configs.get_config("mini"),
-  "Override any preset value, e.g. --config.train_unet.steps=5000 (applied on top of --preset).",
-)
-DATA_DIR = flags.DEFINE_string(
-  "data_dir", None, "PTB-XL root in its official layout; default: the embedded 400-record slice."
-)
-WORKDIR = flags.DEFINE_string("workdir", "workdir", "Where checkpoints, cohorts and results go.")
-NUM_DEVICES = flags.DEFINE_integer(
-  "num_devices", None, "Devices on the ('data',) mesh; default: all."
-)
-DISTRIBUTED = flags.DEFINE_enum(
-  "distributed",
-  "auto",
-  ["auto", "on", "off"],
-  "jax.distributed.initialize(): 'auto' when launched on a TPU pod slice or with a coordinator set.",
-)
+_FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines the flags every pipeline entry point shares; a main calls it at import.
+
+  Flags belong to the mains: no library module defines one at import time.
+  Defining is idempotent, so an entry point that imports another (e.g. to
+  reuse its helpers) does not define a flag twice.
+  """
+  if "preset" in _FLAGS:
+    return
+  flags.DEFINE_enum(
+    "preset",
+    "mini",
+    configs.PRESETS,
+    "Sizes and counts: 'paper' (the paper's figures) or 'mini' (2 CPU cores, minutes).",
+  )
+  config_flags.DEFINE_config_dict(
+    "config",
+    configs.get_config("mini"),
+    "Override any preset value, e.g. --config.train_unet.steps=5000 (applied on top of --preset).",
+  )
+  flags.DEFINE_string(
+    "data_dir", None, "PTB-XL root in its official layout; default: the embedded 400-record slice."
+  )
+  flags.DEFINE_string("workdir", "workdir", "Where checkpoints, cohorts and results go.")
+  flags.DEFINE_integer("num_devices", None, "Devices on the ('data',) mesh; default: all.")
+  flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "jax.distributed.initialize(): 'auto' when launched on a TPU pod slice or with a coordinator set.",
+  )
+
+
+def data_dir() -> str | None:
+  """--data_dir (None: the embedded slice)."""
+  return _FLAGS.data_dir
+
+
+def workdir() -> str:
+  """--workdir."""
+  return _FLAGS.workdir
+
 
 _MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
 
@@ -54,14 +75,14 @@ def _launched_multihost() -> bool:
 
 def start() -> tuple:
   """Initialises multi-host JAX if asked or detected; returns (config, mesh)."""
-  want = DISTRIBUTED.value == "on" or (DISTRIBUTED.value == "auto" and _launched_multihost())
+  want = _FLAGS.distributed == "on" or (_FLAGS.distributed == "auto" and _launched_multihost())
   if want:
     jax.distributed.initialize()
     logging.info("process %d of %d", jax.process_index(), jax.process_count())
   enable_compilation_cache()
-  cfg = configs.from_flags(PRESET.value)
+  cfg = configs.from_flags(_FLAGS.preset)
   try:
-    mesh = pipeline.make_mesh(NUM_DEVICES.value)
+    mesh = pipeline.make_mesh(_FLAGS.num_devices)
   except ValueError as e:
     raise ConfigError(f"--num_devices: {e}") from None
   return cfg, mesh

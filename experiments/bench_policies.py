@@ -47,7 +47,7 @@ def main(argv):
   )
   print(f"{'policy':<22} {'n':>6} {'pool':>6} {'compile+1st ms':>15} {'ms/draw':>9}")
   for name, policy in P.POLICIES.items():
-    n = min(_N.value, table.num_rows) if name == "real_subset" else _N.value
+    n = min(_N.value, table.num_rows) if P.get(name).source == P.REAL else _N.value
     key = jax.random.PRNGKey(0)
     state = jax.block_until_ready(_state(key, table, n, name))
     fn = jax.jit(policy, static_argnums=2)

@@ -14,6 +14,7 @@ from ecgjax.data import load_ptbxl
 from ecgjax.errors import ConfigError
 from ecgjax.eval import pipeline_setup, tstr
 
+cli.define_flags()
 _FRACTIONS = flags.DEFINE_string(
   "fractions", "0,0.25,0.5,0.75,1", "Comma-separated real fractions in [0, 1]."
 )
@@ -37,10 +38,10 @@ def main(argv):
   seeds = tstr.parse_seeds(_SEEDS.value)
   n = tstr.check_n(_N.value)
   cfg, mesh = cli.start()
-  ds = load_ptbxl(cli.DATA_DIR.value)
+  ds = load_ptbxl(cli.data_dir())
   if any(f < 1 for f in fractions):
-    pipeline_setup.ensure_generator(cfg, mesh, ds, cli.WORKDIR.value)
-  harness = tstr.Harness(cfg, mesh, ds, cli.WORKDIR.value)
+    pipeline_setup.ensure_generator(cfg, mesh, ds, cli.workdir())
+  harness = tstr.Harness(cfg, mesh, ds, cli.workdir())
   rows = []
   for f in fractions:
     for s in seeds:

@@ -22,6 +22,7 @@ from ecgjax.diffusion import cohort
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.errors import ConfigError
 
+cli.define_flags()
 _N = flags.DEFINE_integer("n", None, "Number of synthetic ECGs (required, positive).")
 _OUT = flags.DEFINE_string(
   "out", None, "Output directory; default <workdir>/cohorts/<policy>_seed<seed>."
@@ -68,13 +69,9 @@ def generate(
 def main(argv):
   del argv
   cfg, mesh = cli.start()
-  ds = load_ptbxl(cli.DATA_DIR.value)
-  out = _OUT.value or os.path.join(
-    cli.WORKDIR.value, "cohorts", f"{_POLICY.value}_seed{_SEED.value}"
-  )
-  manifest = generate(
-    cfg, mesh, ds, cli.WORKDIR.value, _N.value, out, _SEED.value, _SHARD_SIZE.value
-  )
+  ds = load_ptbxl(cli.data_dir())
+  out = _OUT.value or os.path.join(cli.workdir(), "cohorts", f"{_POLICY.value}_seed{_SEED.value}")
+  manifest = generate(cfg, mesh, ds, cli.workdir(), _N.value, out, _SEED.value, _SHARD_SIZE.value)
   run = manifest["last_run"]
   rate = (
     f"{run['samples_per_s']:.2f} samples/s" if run["samples_per_s"] else "nothing left to generate"

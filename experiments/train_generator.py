@@ -21,6 +21,7 @@ from ecgjax.eval import plots
 from ecgjax.train import generator as train_lib
 from ecgjax.train import loop
 
+cli.define_flags()
 _PLOT_EXAMPLES = flags.DEFINE_integer(
   "plot_examples", 3, "Test-fold records shown in ecg_comparison.png."
 )
@@ -70,7 +71,7 @@ def run(cfg, mesh, data_dir, workdir, progress=True):
 def main(argv):
   del argv
   cfg, mesh = cli.start()
-  run(cfg, mesh, cli.DATA_DIR.value, cli.WORKDIR.value)
+  run(cfg, mesh, cli.data_dir(), cli.workdir())
 
 
 if __name__ == "__main__":

@@ -13,19 +13,21 @@ from ecgjax import cli, errors
 from ecgjax.data import load_ptbxl
 from ecgjax.eval import judge, metrics
 
+cli.define_flags()
+
 
 def main(argv):
   del argv
   cfg, mesh = cli.start()
-  ds = load_ptbxl(cli.DATA_DIR.value)
-  clf = judge.train(cfg, ds, cli.WORKDIR.value, mesh)
+  ds = load_ptbxl(cli.data_dir())
+  clf = judge.train(cfg, ds, cli.workdir(), mesh)
   te = np.flatnonzero(ds.test_mask)
   auc = metrics.macro_auroc(
     ds.labels[te], clf.predict(np.asarray(ds.signals[te]), mesh), ds.evaluable()
   )
   print(
     f"judge: best epoch {clf.best_epoch + 1}, fold-9 macro AUROC {clf.val_auroc:.4f}, "
-    f"fold-10 macro AUROC {auc:.4f} over {ds.evaluable().sum()} codes -> {judge.path(cli.WORKDIR.value)}"
+    f"fold-10 macro AUROC {auc:.4f} over {ds.evaluable().sum()} codes -> {judge.path(cli.workdir())}"
   )
 
 

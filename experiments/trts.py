@@ -20,6 +20,7 @@ from ecgjax.diffusion import generator as gen_lib
 from ecgjax.eval import judge as judge_lib
 from ecgjax.eval import metrics, pipeline_setup, tstr
 
+cli.define_flags()
 _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds of the synthetic test copy.")
 
 
@@ -27,8 +28,8 @@ def main(argv):
   del argv
   seeds = tstr.parse_seeds(_SEEDS.value)
   cfg, mesh = cli.start()
-  ds = load_ptbxl(cli.DATA_DIR.value)
-  workdir = cli.WORKDIR.value
+  ds = load_ptbxl(cli.data_dir())
+  workdir = cli.workdir()
   pipeline_setup.ensure_generator(cfg, mesh, ds, workdir)
   pipeline_setup.ensure_judge(cfg, mesh, ds, workdir)
   gen = gen_lib.load(workdir, cfg, ds.content_key)

@@ -15,11 +15,14 @@ from absl import flags
 
 from ecgjax import cli, errors, policies
 from ecgjax.data import load_ptbxl
-from ecgjax.errors import ConfigError
 from ecgjax.eval import pipeline_setup, tstr
 
-_POLICY = flags.DEFINE_string(
-  "policy", "real_matched", f"Sampling policy, one of: {', '.join(policies.POLICIES)}."
+cli.define_flags()
+_POLICY = flags.DEFINE_enum(
+  "policy",
+  "real_matched",
+  policies.names(),
+  "Sampling policy (docs/design.md §4); the registry in ecgjax/policies/registry.py lists them.",
 )
 _SEEDS = flags.DEFINE_string(
   "seeds", "0", "Comma-separated seeds, e.g. 0,1,2; each seeds the draw and the classifier."
@@ -29,25 +32,18 @@ _N = flags.DEFINE_integer(
 )
 
 
-def check_policy(name: str) -> str:
-  if name not in policies.POLICIES:
-    raise ConfigError(
-      f"--policy={name!r} is not a sampling policy; valid: {', '.join(policies.POLICIES)}"
-    )
-  return name
-
-
 def main(argv):
   del argv
-  policy = check_policy(_POLICY.value)
+  policy = _POLICY.value
+  spec = policies.get(policy)
   seeds = tstr.parse_seeds(_SEEDS.value)
   n = tstr.check_n(_N.value)
   cfg, mesh = cli.start()
-  ds = load_ptbxl(cli.DATA_DIR.value)
-  workdir = cli.WORKDIR.value
-  if policy != "real_subset":
+  ds = load_ptbxl(cli.data_dir())
+  workdir = cli.workdir()
+  if spec.source != policies.REAL:
     pipeline_setup.ensure_generator(cfg, mesh, ds, workdir)
-  if policy in policies.POOL_FACTOR:
+  if spec.source == policies.JUDGE_POOL:
     pipeline_setup.ensure_judge(cfg, mesh, ds, workdir)
   harness = tstr.Harness(cfg, mesh, ds, workdir)
   rows = [harness.run(policy, s, n=n) for s in seeds]

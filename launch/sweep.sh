@@ -8,8 +8,6 @@
 # while a sweep is incomplete.
 set -euo pipefail
 
-# Table 1's order (paper section 5); ecgjax/eval/report.py lists the same names.
-ALL_POLICIES="real_subset,real_matched,uniform_class,rare_boost,rare_oversample_3x,demo_strat,demo_balanced,synth_cond,qfilter_matched,qstrat_matched,iter_relabel,diversity_oversample,prototype"
 
 usage() {
   cat <<EOF
@@ -20,7 +18,8 @@ Usage: launch/sweep.sh [--policies=a,b] [--seeds=0,1,2] [--preset=mini|paper]
 Runs python -m experiments.tstr for each policy over the seeds, then
 python -m experiments.report --workdir=DIR.
 
-  --policies=LIST  comma-separated policies (default: all 13, in Table 1 order)
+  --policies=LIST  comma-separated policies (default: every registered policy, in
+                   Table 1 order, as printed by python -m ecgjax.policies)
   --seeds=LIST     comma-separated seeds (default: 0,1,2)
   --preset=NAME    tstr preset (default: mini)
   --workdir=DIR    workdir holding the generator, judge and results (default: workdir)
@@ -34,7 +33,7 @@ Environment: PYTHON (default: python) is the interpreter used.
 EOF
 }
 
-policies="$ALL_POLICIES"
+policies=""
 seeds="0,1,2"
 preset="mini"
 workdir="workdir"
@@ -61,6 +60,15 @@ while (($#)); do
   shift
 done
 
+PYTHON="${PYTHON:-python}"
+if [[ -z "$policies" ]]; then
+  # The policy registry (ecgjax/policies/registry.py) is the one list of policies.
+  policies=$("$PYTHON" -m ecgjax.policies) || {
+    echo "error: could not list the policies with $PYTHON -m ecgjax.policies" >&2
+    exit 1
+  }
+fi
+
 for value in "$policies" "$seeds" "$preset" "$workdir"; do
   if [[ -z "$value" ]]; then
     echo "error: --policies, --seeds, --preset and --workdir must not be empty" >&2
@@ -72,7 +80,6 @@ if [[ ! "$seeds" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
   exit 1
 fi
 
-PYTHON="${PYTHON:-python}"
 common=(--preset="$preset" --workdir="$workdir")
 if [[ -n "$data_dir" ]]; then
   common+=(--data_dir="$data_dir")

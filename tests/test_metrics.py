@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
+from ecgjax.data import table as T
 from ecgjax.eval import metrics as M
 
 
@@ -232,7 +233,7 @@ def test_summarize_excludes_and_hand_mean():
     assert out["per_code"][codes[j]] == pytest.approx(r, abs=1e-12)
   # buckets from train prevalence, restricted to evaluable codes
   b = M.prevalence_buckets(train)["bucket"]
-  for name in M.BUCKET_NAMES:
+  for name in T.BUCKETS:
     sel = [r for j, r in zip(ev, ref) if b[j] == name]
     assert out["bucket_counts"][name] == len(sel)
     if sel:

@@ -143,7 +143,8 @@ def prevalence(labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def bucket_of(p: np.ndarray) -> np.ndarray:
   """'common' for p >= 5 %, 'moderate' for 2-5 %, 'rare' below 2 %."""
   p = np.asarray(p)
-  return np.where(p >= COMMON_MIN, "common", np.where(p >= RARE_MAX, "moderate", "rare"))
+  common, moderate, rare = BUCKETS
+  return np.where(p >= COMMON_MIN, common, np.where(p >= RARE_MAX, moderate, rare))
 
 
 def evaluable_codes(

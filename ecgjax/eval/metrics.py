@@ -34,9 +34,6 @@ import numpy as np
 from ecgjax.data import table
 
 __all__ = [
-  "BUCKET_NAMES",
-  "COMMON_MIN_PREVALENCE",
-  "MODERATE_MIN_PREVALENCE",
   "prevalence_buckets",
   "evaluable_codes",
   "exclusion_reasons",
@@ -51,9 +48,6 @@ __all__ = [
   "summarize",
 ]
 
-BUCKET_NAMES = ("common", "moderate", "rare")
-COMMON_MIN_PREVALENCE = 0.05
-MODERATE_MIN_PREVALENCE = 0.02
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -136,8 +130,8 @@ def _at_least(counts: np.ndarray, n: int, frac: float) -> np.ndarray:
 
 def prevalence_buckets(
   train_labels: Any,
-  common: float = COMMON_MIN_PREVALENCE,
-  moderate: float = MODERATE_MIN_PREVALENCE,
+  common: float = table.COMMON_MIN,
+  moderate: float = table.RARE_MAX,
 ) -> dict[str, Any]:
   """Per-code train-fold prevalence and bucket assignment.
 
@@ -154,18 +148,17 @@ def prevalence_buckets(
   if n == 0:
     raise ValueError(f"train_labels must have at least one row, got shape {y.shape}")
   counts = y.sum(axis=0).astype(np.int64)
-  if (common, moderate) == (COMMON_MIN_PREVALENCE, MODERATE_MIN_PREVALENCE):
+  if (common, moderate) == (table.COMMON_MIN, table.RARE_MAX):
     bucket = table.bucket_of(counts / n)  # the one definition of SPEC section 2
   else:
     is_c = _at_least(counts, n, common).astype(bool)
     is_m = _at_least(counts, n, moderate).astype(bool) & ~is_c
-    bucket = np.where(is_c, "common", np.where(is_m, "moderate", "rare"))
-  is_common, is_moderate, is_rare = (bucket == b for b in BUCKET_NAMES)
+    bucket = np.select([is_c, is_m], list(table.BUCKETS[:2]), table.BUCKETS[2])
   return {
     "prevalence": counts / n,
     "counts": counts,
     "bucket": bucket,
-    "masks": {"common": is_common, "moderate": is_moderate, "rare": is_rare},
+    "masks": {name: bucket == name for name in table.BUCKETS},
   }
 
 
@@ -541,7 +534,7 @@ def summarize(
     "n_test": int(yt.shape[0]),
     "n_val": int(yv.shape[0]),
   }
-  for name in BUCKET_NAMES:
+  for name in table.BUCKETS:
     bm = buckets["masks"][name] & ev
     out["buckets"][name] = _mean_or_none(auc[bm])
     out["bucket_counts"][name] = int(bm.sum())

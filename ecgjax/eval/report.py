@@ -8,7 +8,7 @@ each row rests on. The spread is the sample standard deviation (ddof=1), the
 paper's "±"; it is undefined (NaN) for a single seed, which the table prints as
 a bare mean, as the paper does.
 
-No jax here: a report is made on a laptop from a copied workdir.
+A report is made on a laptop from a copied workdir; nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -29,33 +29,27 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from ecgjax.data import table
 from ecgjax.errors import ConfigError
 from ecgjax.fileio import atomic_write
+from ecgjax.policies import registry
 
-# Table 1's rows, grouped by failure mode (paper section 5), in the paper's order.
+# Table 1's rows, grouped by failure mode (paper section 5), in the paper's order:
+# read from the policy registry, the one place a policy is named.
 GROUPS: dict[str, tuple[str, ...]] = {
-  "Reference": ("real_subset", "real_matched"),
-  "Class": ("uniform_class", "rare_boost", "rare_oversample_3x"),
-  "Demographic": ("demo_strat", "demo_balanced", "synth_cond"),
-  "Filter": ("qfilter_matched", "qstrat_matched", "iter_relabel"),
-  "Diversity": ("diversity_oversample", "prototype"),
+  family: tuple(s.name for s in registry.REGISTRY.values() if s.family == family)
+  for family in registry.FAMILIES
 }
 OTHER = "Other"  # policies found in a workdir that Table 1 does not name
 POLICY_ORDER = tuple(p for ps in GROUPS.values() for p in ps)
 GROUP_OF = {p: g for g, ps in GROUPS.items() for p in ps}
-CEILING, BASELINE = "real_subset", "real_matched"
-ROLE = {CEILING: "ceiling", BASELINE: "baseline"}
-BUCKETS = ("common", "moderate", "rare")
+CEILING, BASELINE = registry.with_role(registry.CEILING), registry.with_role(registry.BASELINE)
+ROLE = {CEILING: registry.CEILING, BASELINE: registry.BASELINE}
+BUCKETS = table.BUCKETS
 COLUMNS = ["group", "policy", "macro", "macro_std", *BUCKETS, "seeds"]
 DDOF = 1  # sample std over seeds, as the paper's ±
-GROUP_COLORS = {
-  "Reference": "tab:gray",
-  "Class": "tab:blue",
-  "Demographic": "tab:orange",
-  "Filter": "tab:green",
-  "Diversity": "tab:purple",
-  OTHER: "tab:brown",
-}
+_PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red", "tab:olive")
+GROUP_COLORS = {**dict(zip(registry.FAMILIES, _PALETTE)), OTHER: "tab:brown"}
 
 _REQUIRED = {"policy": str, "seed": int, "macro_auroc": (int, float), "buckets": dict}
 _LAYOUT = {

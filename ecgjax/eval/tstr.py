@@ -77,15 +77,19 @@ class Harness:
     return self._judge
 
   def draw_signals(self, policy: str, key, n: int, run_dir: str, seed: int):
-    """(signals, labels, generator budget) of the training cohort of a policy."""
+    """(signals, labels, generator budget) of the training cohort of a policy.
+
+    Dispatches on the registry's `source`: real signals, one generated ECG per
+    drawn tuple, or a judge-scored generated pool the policy selects from.
+    """
     ds, table = self.ds, self.table
-    if policy == "real_subset":
-      draw = policies_lib.POLICIES["real_subset"](key, table, n)
+    spec = policies_lib.get(policy)
+    if spec.source == policies_lib.REAL:
+      draw = spec.fn(key, table, n)
       rows = np.asarray(table.ds_rows)[np.asarray(draw.rows)]
-      return np.asarray(ds.signals[rows]), np.asarray(draw.labels), 0
-    if policy in policies_lib.POOL_FACTOR:
-      m = policies_lib.POOL_FACTOR[policy] * n
-      pool = policies_lib.POLICIES["real_matched"](jax.random.fold_in(key, 7), table, m)
+      return np.asarray(ds.signals[rows]), np.asarray(draw.labels), spec.generator_budget(n)
+    if spec.source == policies_lib.JUDGE_POOL:
+      pool = spec.draw_pool(jax.random.fold_in(key, 7), table, n)
       signals = generate_signals(
         self.generator,
         self.cfg,
@@ -99,17 +103,18 @@ class Harness:
       )
       judge, thresholds = self.judge
       logits = judge.predict(signals, self.mesh, logits=True)
-      draw = policies_lib.POLICIES[policy](
+      draw = spec.fn(
         key,
         table,
         n,
         pool=pool,
         judge_logits=logits,
-        judge_probs=0.5 * (1.0 + np.tanh(0.5 * logits)),
+        judge_probs=clf_lib.sigmoid(logits),
         thresholds=thresholds,
       )
-      return signals[np.asarray(draw.pool_index)], np.asarray(draw.labels), m
-    draw = policies_lib.POLICIES[policy](key, table, n)
+      signals = signals[np.asarray(draw.pool_index)]
+      return signals, np.asarray(draw.labels), spec.generator_budget(n)
+    draw = spec.fn(key, table, n)
     signals = generate_signals(
       self.generator,
       self.cfg,
@@ -121,7 +126,7 @@ class Harness:
       seed,
       self.progress,
     )
-    return signals, np.asarray(draw.labels), n
+    return signals, np.asarray(draw.labels), spec.generator_budget(n)
 
   def fit_and_score(self, signals, labels, seed, run_dir):
     ds = self.ds
@@ -210,6 +215,8 @@ class Harness:
     }
     if real_fraction is not None:
       record["real_fraction"] = real_fraction
+    elif policies_lib.get(policy).report is not None:
+      record["policy_report"] = policies_lib.get(policy).report(self.table)
     if jax.process_index() == 0:
       fileio.write_json(path, record)
       # The cohort and classifier checkpoints only served resumption.

@@ -1,11 +1,12 @@
-"""The thirteen sampling policies of SPEC section 4 (paper section 4).
+"""The thirteen sampling policies (paper section 4; docs/design.md §4).
 
-A policy is `policy(key, table, n, **state) -> Draw`: pure, deterministic for
-a key, and jit-able with static n (`jax.jit(policy, static_argnums=2)`).
-`table = make_table(ds)` is the train-fold table T. The judge-driven policies
-(`JUDGE_POLICIES`) take a pool of `POOL_FACTOR[name] * n` tuples drawn by
-`real_matched` plus the judge's outputs on their generated ECGs; see
-`ecgjax.policies.judge` and `draw_pool`.
+`table = make_table(ds)` is the train-fold table T; `REGISTRY` (in
+`ecgjax.policies.registry`) holds each policy's function, family and what it
+trains on. The judge-driven policies (`JUDGE_POLICIES`) take a pool of
+`pool_factor x n` tuples drawn by `real_matched` (`PolicySpec.draw_pool`) plus
+the judge's outputs on their generated ECGs; see `ecgjax.policies.judge`.
+
+`python -m ecgjax.policies` prints the registered names, comma-separated.
 """
 
 from __future__ import annotations
@@ -13,57 +14,54 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ecgjax.policies.base import Draw
-from ecgjax.policies.classes import rake_weights, rare_boost, rare_oversample_3x, uniform_class
-from ecgjax.policies.demographic import demo_balanced, demo_strat, synth_cond
-from ecgjax.policies.diversity import diversity_oversample
-from ecgjax.policies.judge import POOL_FACTOR, iter_relabel, qfilter_matched, qstrat_matched
-from ecgjax.policies.reference import prototype, real_matched, real_subset
+from ecgjax.policies.registry import (
+  GENERATED,
+  JUDGE_POOL,
+  REAL,
+  REGISTRY,
+  PolicySpec,
+  get,
+  names,
+)
 from ecgjax.policies.table import PolicyTable, make_table
 
-POLICIES: dict[str, Callable[..., Draw]] = {
-  "real_subset": real_subset,
-  "real_matched": real_matched,
-  "uniform_class": uniform_class,
-  "rare_boost": rare_boost,
-  "rare_oversample_3x": rare_oversample_3x,
-  "demo_strat": demo_strat,
-  "demo_balanced": demo_balanced,
-  "synth_cond": synth_cond,
-  "qfilter_matched": qfilter_matched,
-  "qstrat_matched": qstrat_matched,
-  "iter_relabel": iter_relabel,
-  "diversity_oversample": diversity_oversample,
-  "prototype": prototype,
-}
 
+def _views():
+  """Name -> function, the judge-driven names and their pool factors: views of REGISTRY."""
+  policies = {name: spec.fn for name, spec in REGISTRY.items()}
+  judge = {name: spec.pool_factor for name, spec in REGISTRY.items() if spec.source == JUDGE_POOL}
+  return policies, judge
+
+
+POLICIES: dict[str, Callable[..., Draw]]
+POLICIES, POOL_FACTOR = _views()
 JUDGE_POLICIES = frozenset(POOL_FACTOR)
-# real_subset trains on real signals; every other policy's cond goes to the generator.
-REAL_SIGNAL_POLICIES = frozenset({"real_subset"})
 
 
 def get_policy(name: str) -> Callable[..., Draw]:
-  """POLICIES[name], with an error that names the unknown policy and the known ones."""
-  if name not in POLICIES:
-    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-  return POLICIES[name]
+  """The policy function registered as `name` (ValueError naming the known ones)."""
+  return get(name).fn
 
 
 def draw_pool(key, table: PolicyTable, n: int, name: str) -> Draw:
-  """The pool a judge-driven policy selects from: real_matched, POOL_FACTOR[name] x n."""
-  if name not in POOL_FACTOR:
-    raise ValueError(f"policy {name!r} takes no pool; judge-driven: {', '.join(POOL_FACTOR)}")
-  return real_matched(key, table, POOL_FACTOR[name] * n)
+  """The pool a judge-driven policy selects from: real_matched, pool_factor x n."""
+  return get(name).draw_pool(key, table, n)
 
 
 __all__ = [
   "Draw",
+  "GENERATED",
   "JUDGE_POLICIES",
+  "JUDGE_POOL",
   "POLICIES",
   "POOL_FACTOR",
+  "PolicySpec",
   "PolicyTable",
-  "REAL_SIGNAL_POLICIES",
+  "REAL",
+  "REGISTRY",
   "draw_pool",
+  "get",
   "get_policy",
   "make_table",
-  "rake_weights",
+  "names",
 ]

@@ -63,6 +63,7 @@ def farthest_point_select(x: jnp.ndarray, group: jnp.ndarray, quota: jnp.ndarray
   return selected
 
 
+@judge.judge_policy(pool_factor=2)
 def diversity_oversample(
   key, table: PolicyTable, n: int, *, pool: base.Draw = None, judge_logits=None, **unused
 ) -> base.Draw:
@@ -73,7 +74,7 @@ def diversity_oversample(
   exactly n are kept and the pool's anchor distribution survives.
   """
   del unused
-  judge.check_pool("diversity_oversample", n, pool, judge_logits=judge_logits)
+  judge.check_pool(diversity_oversample, n, pool, judge_logits=judge_logits)
   group = judge.pool_groups(table, pool)
   quota = judge.half_quota(key, group, table.num_labels + 1)
   keep = farthest_point_select(judge_logits, group, quota)

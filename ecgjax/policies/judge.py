@@ -1,7 +1,7 @@
 """Judge-driven policies (paper section 4, "Filtering and relabelling").
 
 The harness runs them in three steps:
-  1. pool = real_matched(pool_key, table, POOL_FACTOR[name] * n)
+  1. pool = real_matched(pool_key, table, policy.pool_factor * n)
   2. generate an ECG per pool tuple; the judge (an XResNet1d-50 trained on the
      real train folds) scores them: judge_probs, judge_logits (m, 71)
   3. draw = policy(key, table, n, pool=pool, judge_probs=..., judge_logits=...,
@@ -19,27 +19,32 @@ import jax.numpy as jnp
 from ecgjax.policies import base
 from ecgjax.policies.table import PolicyTable, anchor_of, group_of
 
-POOL_FACTOR = {
-  "qfilter_matched": 2,
-  "qstrat_matched": 2,
-  "iter_relabel": 1,
-  "diversity_oversample": 2,
-}
+
+def judge_policy(pool_factor: int):
+  """Marks a judge-driven policy and states its pool size, pool_factor x n, once.
+
+  The selection rule fixes the factor (keeping half of each group needs a 2n
+  pool), so it lives with the function; the registry reads `fn.pool_factor`.
+  """
+
+  def mark(fn):
+    fn.pool_factor = pool_factor
+    return fn
+
+  return mark
 
 
-def check_pool(name: str, n: int, pool: base.Draw, **judge) -> int:
+def check_pool(policy, n: int, pool: base.Draw, **judge) -> int:
   """Shapes are static, so a wrong pool size fails at trace time, naming it."""
+  name, factor = policy.__name__, policy.pool_factor
   n = base.check_n(n, name)
   if pool is None:
     raise ValueError(
-      f"{name}: needs pool= (draw it with real_matched, "
-      f"{POOL_FACTOR[name]} x n rows) and the judge outputs"
+      f"{name}: needs pool= (draw it with real_matched, {factor} x n rows) and the judge outputs"
     )
-  m = POOL_FACTOR[name] * n
+  m = factor * n
   if pool.cond.shape[0] != m:
-    raise ValueError(
-      f"{name}: pool has {pool.cond.shape[0]} rows, expected {POOL_FACTOR[name]} x n = {m}"
-    )
+    raise ValueError(f"{name}: pool has {pool.cond.shape[0]} rows, expected {factor} x n = {m}")
   for key, value in judge.items():
     if value is None:
       raise ValueError(f"{name}: needs {key}=")
@@ -100,16 +105,18 @@ def rank_in_group(group: jnp.ndarray, score: jnp.ndarray) -> jnp.ndarray:
   return rank
 
 
+@judge_policy(pool_factor=2)
 def qfilter_matched(
   key, table: PolicyTable, n: int, *, pool: base.Draw = None, judge_probs=None, **unused
 ) -> base.Draw:
   """Keep the global top n of the 2n pool by judge confidence in the intended labels."""
   del key, table, unused
-  check_pool("qfilter_matched", n, pool, judge_probs=judge_probs)
+  check_pool(qfilter_matched, n, pool, judge_probs=judge_probs)
   _, index = jax.lax.top_k(confidence(pool.labels, judge_probs), n)
   return select(pool, index)
 
 
+@judge_policy(pool_factor=2)
 def qstrat_matched(
   key, table: PolicyTable, n: int, *, pool: base.Draw = None, judge_probs=None, **unused
 ) -> base.Draw:
@@ -120,7 +127,7 @@ def qstrat_matched(
   the judge is confident on.
   """
   del unused
-  check_pool("qstrat_matched", n, pool, judge_probs=judge_probs)
+  check_pool(qstrat_matched, n, pool, judge_probs=judge_probs)
   num_groups = table.num_labels + 1
   group = pool_groups(table, pool)
   quota = half_quota(key, group, num_groups)
@@ -129,6 +136,7 @@ def qstrat_matched(
   return select(pool, index)
 
 
+@judge_policy(pool_factor=1)
 def iter_relabel(
   key,
   table: PolicyTable,
@@ -146,6 +154,6 @@ def iter_relabel(
   Thresholds are the judge's per-class thresholds chosen on fold 9.
   """
   del key, table, unused
-  check_pool("iter_relabel", n, pool, judge_probs=judge_probs, thresholds=thresholds)
+  check_pool(iter_relabel, n, pool, judge_probs=judge_probs, thresholds=thresholds)
   labels = (judge_probs >= thresholds[None, :]).astype(jnp.float32)
   return select(pool, jnp.arange(n), labels=labels)

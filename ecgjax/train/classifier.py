@@ -74,6 +74,11 @@ def _predict_fn(model, mesh: Mesh):
   )
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+  """The logistic function on host arrays, written with tanh so no exp overflows."""
+  return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits)))
+
+
 def predict(model, variables, mean, std, signals, mesh, batch_size=256, logits=False):
   n_dev = mesh.shape[pipeline.DATA_AXIS]
   batch_size = max(n_dev, batch_size // n_dev * n_dev)
@@ -86,7 +91,7 @@ def predict(model, variables, mean, std, signals, mesh, batch_size=256, logits=F
     y = np.asarray(fn(variables, mean, std, placed["signal"]))
     keep = batch["mask"]
     out[batch["index"][keep]] = y[keep]
-  return out if logits else 0.5 * (1.0 + np.tanh(0.5 * out))  # sigmoid without exp overflow
+  return out if logits else sigmoid(out)
 
 
 def make_step(model, tx, mean, std):
