@@ -216,47 +216,7 @@ def test_uniform_class_equalises_classes(table, train):
   assert (np.abs(share - q) <= _tol(q, picked.size, 0)).all()
 
 
-def test_rare_boost_lifts_classes_below_5pct(table, train):
-  """On this table the 5 % targets are jointly infeasible (LP: at best 4.76 % for
-  the least class), so the raked weights meet the raised margins as far as IPF
-  can: every class below 5 % lifted to >= 3.5 % (from <= 0.4 % for 13 of them),
-  median within 0.5 points of 5 %; the draw follows the weights within 5 SE."""
-  d, _ = draw(table, "rare_boost")
-  w, joint = classes.rare_boost_weights(table)
-  q = np.asarray(w) @ train["labels"]
-  raised = (train["p"] > 0) & (train["p"] < 0.05)
-  assert not bool(joint)
-  assert q[raised].min() >= 0.035 and abs(np.median(q[raised]) - 0.05) <= 0.005
-  assert (np.abs(d.labels.mean(0) - q) <= _tol(q, N)).all()
-
-
-def test_rare_oversample_3x_triples_rare_classes(table, train):
-  """Reachable here: every rare class (< 2 %) at 3 p_k within 1e-4 in the weights,
-  and within 5 SE in the draw."""
-  d, _ = draw(table, "rare_oversample_3x")
-  w, _ = classes.rare_oversample_3x_weights(table)
-  q = np.asarray(w) @ train["labels"]
-  rare = (train["p"] > 0) & (train["p"] < 0.02)
-  np.testing.assert_allclose(q[rare], 3 * train["p"][rare], atol=1e-4)
-  target = 3 * train["p"][rare]
-  assert (np.abs(d.labels.mean(0)[rare] - target) <= _tol(target, N)).all()
-
-
-def test_raking_meets_reachable_targets():
-  """Where all margins are reachable (independent labels, 4000 rows), IPF meets
-  raised and kept classes alike within 1e-3."""
-  rng = np.random.default_rng(0)
-  p = np.array([0.5, 0.2, 0.08, 0.04, 0.03, 0.015, 0.01, 0.005])
-  labels = jnp.asarray(rng.random((4000, p.size)) < p, jnp.float32)
-  prev = labels.mean(0)
-  for targets, raised in (
-    classes.rare_boost_targets(prev),
-    classes.rare_oversample_3x_targets(prev),
-  ):
-    w, joint = jax.jit(P.rake_weights)(labels, targets, raised)
-    assert bool(joint)
-    np.testing.assert_allclose(np.asarray(w @ labels), np.asarray(targets), atol=1e-3)
-    assert abs(float(w.sum()) - 1) < 1e-5 and float(w.min()) >= 0
+# Class rebalancing (rare_boost, rare_oversample_3x): tests/test_rebalancing.py.
 
 
 # --- demographic ----------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_a_fourteenth_policy_is_one_function_and_one_entry(monkeypatch, ptbxl, t
     every_other_row,
     "Diversity",
     P.REAL,
-    report=lambda table: {"rows": int(table.num_rows)},
+    report=lambda table, codes: {"rows": int(table.num_rows), "first": codes[0]},
   )
   monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
   fresh = importlib.reload(report)
@@ -125,7 +125,7 @@ def test_a_fourteenth_policy_is_one_function_and_one_entry(monkeypatch, ptbxl, t
   stored = json.loads(
     (tmp_path / "tstr" / "every_other_row" / "seed_0" / "metrics.json").read_text()
   )
-  assert stored["policy_report"] == {"rows": 276}
+  assert stored["policy_report"] == {"rows": 276, "first": ptbxl.codes[0]}
 
 
 def test_no_library_module_defines_flags_at_import():
@@ -133,7 +133,6 @@ def test_no_library_module_defines_flags_at_import():
     "import importlib, pkgutil\n"
     "from absl import flags\n"
     "import ecgjax\n"
-
     "for m in pkgutil.walk_packages(ecgjax.__path__, 'ecgjax.'):\n"
     "  if m.name != 'ecgjax.policies.__main__':\n"
     "    importlib.import_module(m.name)\n"

@@ -216,7 +216,7 @@ class Harness:
     if real_fraction is not None:
       record["real_fraction"] = real_fraction
     elif policies_lib.get(policy).report is not None:
-      record["policy_report"] = policies_lib.get(policy).report(self.table)
+      record["policy_report"] = policies_lib.get(policy).report(self.table, list(self.ds.codes))
     if jax.process_index() == 0:
       fileio.write_json(path, record)
       # The cohort and classifier checkpoints only served resumption.

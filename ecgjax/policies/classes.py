@@ -1,48 +1,64 @@
-"""Class-rebalancing policies (paper section 4, "Class rebalancing").
+"""Class-rebalancing policies (paper section 4, "Class rebalancing"; docs/design.md §4).
 
 They deliberately distort the class distribution; the paper finds this is
 the first of its three failure mechanisms.
 
-Raking. `rare_boost` and `rare_oversample_3x` draw rows by per-row weights w
-raked with iterative proportional fitting (IPF) on the binary margins
-"label k present": raking class k scales rows with k by t_k / q_k and rows
-without it by (1 - t_k) / (1 - q_k), where q_k = sum_i w_i L_ik is the current
-expected prevalence. One sweep rakes every active class in order of decreasing
-prevalence (the rarest last). Classes with no train row are excluded: no
-weighting can give them mass.
+Rebalancing as one convex problem. `rare_boost` and `rare_oversample_3x` draw
+rows of the train table T (N rows, label matrix L in {0, 1}^(N x K)) with
+probabilities w on the simplex, the unique minimiser of
 
-Convergence. When the targets are jointly reachable by some weighting of T,
-IPF converges to the weights closest to uniform in KL divergence that meet them
-(Csiszar 1975), geometrically when the solution is interior. When they are not
-(the usual case on a small table: 40 classes below 5 % on the embedded slice,
-each needing 5 % of the mass, need rows carrying several rare labels; the
-best achievable minimum there is 4.76 % by linear programming), IPF cycles and
-has no limit. So `rake_weights` rakes twice, each for a fixed `sweeps` under
-`lax.fori_loop`:
-  1. all active margins (raised classes to their target, the others to p_k);
-  2. the raised margins only.
-It returns (1) when it met every margin within `tol`, else (2): the raised
-targets are the policy's point, and the other classes then keep their
-prevalence as closely as the KL-nearest weighting allows. (2) itself meets its
-targets whenever they are reachable (rare_oversample_3x on the embedded slice,
-to float precision); where they are not (rare_boost there) it ends in a
-stable cycle, there with 34 of the 40 raised classes within a point of 5 %
-and all between 3.9 % and 14 %.
+  F(w) = sum_k (q_k(w) - t_k)^2 / (2 rho_k) + KL(w || uniform),   q(w) = L^T w,
+
+over the classes present in T (p_k > 0; an absent class has no row to weight).
+t_k is the raised target of a raised class (rare_boost: 5 % for every class
+below 5 %; rare_oversample_3x: 3 p_k for every class below 2 %) and the class's
+own train prevalence p_k for every other class. rho_k = r_k t_k makes each
+term a relative (chi-square-like) error, (q_k - t_k)^2 / (2 r t_k), so a
+1-point miss weighs more for a rare class than for NORM:
+  r = RAISED_SLACK (0.01) for raised classes and KEPT_SLACK (0.1) for the
+  others: the raised targets are the policy's point, and the other classes are
+  held near their prevalence ten times more loosely.
+The KL term keeps the weights spread (it is what makes F strictly convex, so
+the answer is unique and cannot depend on the order of the classes).
+
+Solver. F's minimiser is w(nu) = softmax(-L nu) for the maximiser nu of the
+concave dual D(nu) = -nu.t - sum_k rho_k nu_k^2 / 2 - log mean_i exp(-(L nu)_i),
+whose optimality condition is q_k - t_k = rho_k nu_k. The dual has K variables
+(71), so `rebalance_weights` runs SOLVER_ITERATIONS (40) Newton steps on it
+under `lax.fori_loop`, each with Hessian Cov_w(L) + diag(rho) and the best of
+ten step sizes 1, 1/2, ..., 1/512 by D (a damped Newton method that ascends
+D at every step). On the embedded slice and on random full-size tables it
+converges in under 20 steps: 40 and 80 steps give the same weights to 1e-6.
+
+What it gives. Where every target, raised and kept, is reachable, F's optimum
+meets them up to the relative slack: |q_k - t_k| / t_k = r_k |nu_k|, and
+lifting a class c-fold takes nu_k near log c, so a tenfold lift misses by
+about 2.5 % of its target; FEASIBLE_RTOL (5 %) is the stated tolerance. Where they are not (the
+embedded slice: no weighting lifts all 40 classes below 5 % to 5 %, and none
+triples the rare classes while keeping all others), it is the compromise F
+defines. `rebalance_report` returns the achieved prevalences, the objective
+and the effective sample size ESS = 1 / sum_i w_i^2 (N for uniform weights;
+the number of equally weighted rows carrying the same information), which the
+TSTR harness stores in the run's metrics.json.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ecgjax.data.table import COMMON_MIN, RARE_MAX
 from ecgjax.policies import base
 from ecgjax.policies.table import PolicyTable
 
-RAKING_SWEEPS = 200
-RAKING_TOL = 1e-4
-_TINY = 1e-30
+RAISED_SLACK = 0.01  # r_k of a raised class: rho_k = r_k t_k
+KEPT_SLACK = 0.1  # r_k of every other present class
+SOLVER_ITERATIONS = 40
+FEASIBLE_RTOL = 0.05  # relative miss of a reachable target (tested)
+_STEP_SIZES = 2.0 ** -np.arange(10)
+_TINY = 1e-12
 
 
 def class_cycle(key, table: PolicyTable, n: int) -> jnp.ndarray:
@@ -68,51 +84,58 @@ def uniform_class(key, table: PolicyTable, n: int, **unused) -> base.Draw:
   return base.from_rows(table, rows)
 
 
-def _ipf(labels_t: jnp.ndarray, targets, rake, order, sweeps: int) -> jnp.ndarray:
-  """Cyclic IPF from uniform weights. labels_t: (K, N); rake: (K,) bool margins."""
-  num_labels, num_rows = labels_t.shape
-
-  def rake_class(j, w):
-    k = order[j]
-    col = labels_t[k]
-    q = jnp.dot(w, col)
-    t = targets[k]
-    scale = jnp.where(col > 0, t / jnp.maximum(q, _TINY), (1 - t) / jnp.maximum(1 - q, _TINY))
-    # q in {0, 1}: the class is in no row or in every row, and cannot be raked.
-    ok = rake[k] & (q > 0) & (q < 1)
-    return jnp.where(ok, w * scale, w)
-
-  def sweep(_, w):
-    w = lax.fori_loop(0, num_labels, rake_class, w)
-    return w / jnp.sum(w)
-
-  return lax.fori_loop(0, sweeps, sweep, jnp.full((num_rows,), 1.0 / num_rows, jnp.float32))
+def _rho(targets, raised, present):
+  slack = jnp.where(raised, RAISED_SLACK, KEPT_SLACK)
+  # An absent class (no row carries it) has q = t = 0 whatever w is; rho = 1 keeps nu_k = 0.
+  return jnp.where(present, slack * jnp.maximum(targets, _TINY), 1.0)
 
 
-def rake_weights(
+def rebalance_weights(
   labels: jnp.ndarray,
   targets: jnp.ndarray,
   raised: jnp.ndarray,
-  sweeps: int = RAKING_SWEEPS,
-  tol: float = RAKING_TOL,
-):
-  """Per-row weights (N,) summing to 1 whose expected prevalences approach `targets`.
+  iterations: int = SOLVER_ITERATIONS,
+) -> jnp.ndarray:
+  """Row weights (N,) on the simplex minimising F (module docstring).
 
-  labels: (N, K) 0/1; targets: (K,); raised: (K,) bool, the classes moved off
-  their prevalence. See the module docstring for the two-pass rule.
-  Returns (weights, joint): joint is True when all margins were met within tol.
+  labels: (N, K) 0/1; targets: (K,) t_k; raised: (K,) bool, the classes moved
+  off their prevalence. Jit-able; `iterations` is static.
   """
   labels = labels.astype(jnp.float32)
-  prevalence = jnp.mean(labels, axis=0)
-  active = prevalence > 0
-  raised = raised & active
-  order = jnp.argsort(-prevalence, stable=True)
-  labels_t = labels.T
-  w_joint = _ipf(labels_t, targets, active, order, sweeps)
-  err = jnp.where(active, jnp.abs(w_joint @ labels - targets), 0.0)
-  joint = jnp.max(err) <= tol
-  w = lax.cond(joint, lambda: w_joint, lambda: _ipf(labels_t, targets, raised, order, sweeps))
-  return w, joint
+  targets = targets.astype(jnp.float32)
+  present = jnp.mean(labels, axis=0) > 0
+  rho = _rho(targets, raised & present, present)
+  steps = jnp.asarray(_STEP_SIZES, jnp.float32)
+
+  def dual(nu):
+    return -nu @ targets - 0.5 * jnp.sum(rho * nu**2) - jax.nn.logsumexp(-labels @ nu)
+
+  def newton(_, nu):
+    w = jax.nn.softmax(-labels @ nu)
+    q = w @ labels
+    centred = labels - q
+    hessian = (centred * w[:, None]).T @ centred + jnp.diag(rho)
+    direction = jnp.linalg.solve(hessian, q - targets - rho * nu)
+    candidates = nu[None, :] + steps[:, None] * direction[None, :]
+    return candidates[jnp.argmax(jax.vmap(dual)(candidates))]
+
+  nu = lax.fori_loop(0, iterations, newton, jnp.zeros(labels.shape[1], jnp.float32))
+  return jax.nn.softmax(-labels @ nu)
+
+
+def objective(w, labels, targets, raised) -> jnp.ndarray:
+  """F(w) of the module docstring."""
+  labels = labels.astype(jnp.float32)
+  present = jnp.mean(labels, axis=0) > 0
+  rho = _rho(targets, raised & present, present)
+  q = w @ labels
+  kl = jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.maximum(w, _TINY) * w.shape[0]), 0.0))
+  return jnp.sum(jnp.where(present, (q - targets) ** 2 / (2 * rho), 0.0)) + kl
+
+
+def effective_sample_size(w) -> jnp.ndarray:
+  """1 / sum_i w_i^2 for weights summing to 1: N when uniform, 1 on a single row."""
+  return 1.0 / jnp.sum(jnp.square(w))
 
 
 def rare_boost_targets(prevalence: jnp.ndarray):
@@ -127,19 +150,51 @@ def rare_oversample_3x_targets(prevalence: jnp.ndarray):
   return jnp.where(raised, 3 * prevalence, prevalence), raised
 
 
-def rare_boost_weights(table: PolicyTable):
-  return rake_weights(table.labels, *rare_boost_targets(table.prevalence))
+TARGETS = {"rare_boost": rare_boost_targets, "rare_oversample_3x": rare_oversample_3x_targets}
 
 
-def rare_oversample_3x_weights(table: PolicyTable):
-  return rake_weights(table.labels, *rare_oversample_3x_targets(table.prevalence))
+def rare_boost_weights(table: PolicyTable) -> jnp.ndarray:
+  return rebalance_weights(table.labels, *rare_boost_targets(table.prevalence))
+
+
+def rare_oversample_3x_weights(table: PolicyTable) -> jnp.ndarray:
+  return rebalance_weights(table.labels, *rare_oversample_3x_targets(table.prevalence))
+
+
+def rebalance_report(table: PolicyTable, policy_name: str, codes=None) -> dict:
+  """What a rebalancing policy's weights achieve on `table`, JSON-able (metrics.json).
+
+  codes: the K label names prevalences are keyed by (default: "0", "1", ...).
+  """
+  if policy_name not in TARGETS:
+    raise ValueError(f"{policy_name!r} is not a rebalancing policy; known: {', '.join(TARGETS)}")
+  targets, raised = TARGETS[policy_name](table.prevalence)
+  w = jax.jit(rebalance_weights)(table.labels, targets, raised)
+  q, p, t = (np.asarray(a, np.float64) for a in (w @ table.labels, table.prevalence, targets))
+  raised = np.asarray(raised)
+  kept = (p > 0) & ~raised
+  codes = [str(c) for c in (codes if codes is not None else range(table.num_labels))]
+  ess = float(effective_sample_size(w))
+  return {
+    "objective": float(objective(w, table.labels, targets, raised)),
+    "effective_sample_size": ess,
+    "effective_sample_size_fraction": ess / table.num_rows,
+    "num_rows": int(table.num_rows),
+    "raised": [c for c, r in zip(codes, raised) if r],
+    "achieved_prevalence": {c: float(v) for c, v in zip(codes, q)},
+    "target_prevalence": {c: float(v) for c, v in zip(codes, t)},
+    "train_prevalence": {c: float(v) for c, v in zip(codes, p)},
+    "max_raised_shortfall": float(np.max(t[raised] - q[raised], initial=0.0)),
+    "min_raised_gain": float(np.min(q[raised] - p[raised], initial=0.0)),
+    "kept_mean_abs_drift": float(np.mean(np.abs(q[kept] - p[kept]))) if kept.any() else 0.0,
+  }
 
 
 def rare_boost(key, table: PolicyTable, n: int, **unused) -> base.Draw:
-  """n rows by weights raked so every class below 5 % reaches 5 % expected prevalence."""
+  """n rows by the weights of F with every class below 5 % targeted at 5 %."""
   del unused
   n = base.check_n(n, "rare_boost")
-  w, _ = rare_boost_weights(table)
+  w = rare_boost_weights(table)
   return base.from_rows(table, base.weighted_rows(key, w, n))
 
 
@@ -147,5 +202,5 @@ def rare_oversample_3x(key, table: PolicyTable, n: int, **unused) -> base.Draw:
   """As rare_boost, with target 3 p_k for every rare class (< 2 %)."""
   del unused
   n = base.check_n(n, "rare_oversample_3x")
-  w, _ = rare_oversample_3x_weights(table)
+  w = rare_oversample_3x_weights(table)
   return base.from_rows(table, base.weighted_rows(key, w, n))

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 
 from ecgjax.policies.base import Draw
-from ecgjax.policies.classes import rare_boost, rare_oversample_3x, uniform_class
+from ecgjax.policies.classes import rare_boost, rare_oversample_3x, rebalance_report, uniform_class
 from ecgjax.policies.demographic import demo_balanced, demo_strat, synth_cond
 from ecgjax.policies.diversity import diversity_oversample
 from ecgjax.policies.judge import iter_relabel, qfilter_matched, qstrat_matched
@@ -38,9 +38,9 @@ CEILING, BASELINE = "ceiling", "baseline"
 class PolicySpec:
   """One sampling policy and what the harness and the report need to know about it.
 
-  report: optional `report(table) -> dict` of JSON-able diagnostics (e.g. the
-    rebalancing policies' achieved prevalences), stored in the run's
-    metrics.json under "policy_report".
+  report: optional `report(table, codes) -> dict` of JSON-able diagnostics
+    (e.g. the rebalancing policies' achieved prevalences, keyed by the label
+    names `codes`), stored in the run's metrics.json under "policy_report".
   """
 
   name: str
@@ -48,7 +48,7 @@ class PolicySpec:
   family: str
   source: str = GENERATED
   role: str | None = None
-  report: Callable[[PolicyTable], dict] | None = None
+  report: Callable[[PolicyTable, list[str]], dict] | None = None
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -77,6 +77,10 @@ class PolicySpec:
     return real_matched(key, table, self.pool_factor * n)
 
 
+def _rebalance_report(name: str):
+  return lambda table, codes: rebalance_report(table, name, codes)
+
+
 def _register(*specs: PolicySpec) -> dict[str, PolicySpec]:
   registry = {}
   for spec in specs:
@@ -91,8 +95,13 @@ REGISTRY: dict[str, PolicySpec] = _register(
   PolicySpec("real_subset", real_subset, "Reference", REAL, role=CEILING),
   PolicySpec("real_matched", real_matched, "Reference", role=BASELINE),
   PolicySpec("uniform_class", uniform_class, "Class"),
-  PolicySpec("rare_boost", rare_boost, "Class"),
-  PolicySpec("rare_oversample_3x", rare_oversample_3x, "Class"),
+  PolicySpec("rare_boost", rare_boost, "Class", report=_rebalance_report("rare_boost")),
+  PolicySpec(
+    "rare_oversample_3x",
+    rare_oversample_3x,
+    "Class",
+    report=_rebalance_report("rare_oversample_3x"),
+  ),
   PolicySpec("demo_strat", demo_strat, "Demographic"),
   PolicySpec("demo_balanced", demo_balanced, "Demographic"),
   PolicySpec("synth_cond", synth_cond, "Demographic"),
