@@ -54,11 +54,12 @@ def test_classifier_learns_on_real_records(ptbxl):
   assert auc > 0.6
 
 
-def test_classifier_resumes_exactly(ptbxl, tmp_path):
+@pytest.mark.parametrize("crop", [0, 250])
+def test_classifier_resumes_exactly(ptbxl, tmp_path, crop):
   (xtr, ytr), (xva, yva), _ = _split(ptbxl)
   xtr, ytr = xtr[:64], ytr[:64]
   ccfg = configs.get_config("mini").classifier
-  ccfg.update(epochs=2, batch_size=32)
+  ccfg.update(epochs=2, batch_size=32, crop=crop)
   mesh = pipeline.make_mesh(1)
   kw = dict(mesh=mesh, seed=3, progress=False)
   straight = classifier.train_classifier(

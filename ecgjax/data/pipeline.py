@@ -53,18 +53,39 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
+def random_crop(length: int, key: str = "signal"):
+  """A grain random_map transform: a uniform window of `length` samples of `key` (last axis).
+
+  The window's start comes from grain's per-element generator (seeded by the
+  pipeline seed and the element's index in the repeated stream), so the crops
+  are a function of the seed alone: the same on any number of processes, and
+  restored exactly with the iterator's state.
+  """
+
+  def crop(element, rng: np.random.Generator):
+    x = element[key]
+    if not 1 <= length <= x.shape[-1]:
+      raise ValueError(f"crop length {length} must be in [1, {x.shape[-1]}] for {key!r}")
+    start = int(rng.integers(0, x.shape[-1] - length + 1))
+    return {**element, key: x[..., start : start + length]}
+
+  return crop
+
+
 def train_dataset(
   arrays: Mapping[str, np.ndarray],
   *,
   global_batch_size: int,
   seed: int,
+  crop: int | None = None,
   process_index: int | None = None,
   process_count: int | None = None,
 ) -> grain.IterDataset:
   """Seeded shuffle (a new order every epoch), endless repeat, drop-remainder batches.
 
   Deterministic for a seed; its iterator's `get_state()` / `set_state()` (or
-  grain's orbax handler) resumes exactly where it stopped.
+  grain's orbax handler) resumes exactly where it stopped. crop: train on a
+  random window of this many samples of each `signal` (see `random_crop`).
   """
   source = ArraySource(arrays)
   if len(source) < global_batch_size:
@@ -74,6 +95,8 @@ def train_dataset(
   index, count = _process(process_index, process_count)
   local = _local_batch_size(global_batch_size, count)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+  if crop:
+    ds = ds.random_map(random_crop(crop))
   ds = ds.slice(slice(index, None, count))
   return ds.batch(local, drop_remainder=True).to_iter_dataset()
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ecgjax import fileio
 from ecgjax.data import records as records_lib
+from ecgjax.data import signals as signals_lib
 from ecgjax.data import table as T
 from ecgjax.data.table import DataError
 
@@ -96,17 +97,7 @@ class PTBXL:
 
   def signal_stats(self) -> tuple[np.ndarray, np.ndarray]:
     """Per-lead mean and std (12,) over the train folds, for standardisation."""
-    train = np.flatnonzero(self.train_mask)
-    total = np.zeros(12)
-    total_sq = np.zeros(12)
-    for start in range(0, train.size, 2048):  # chunked: signals may be a large memmap
-      block = np.asarray(self.signals[train[start : start + 2048]], dtype=np.float64)
-      total += block.sum(axis=(0, 2))
-      total_sq += (block**2).sum(axis=(0, 2))
-    count = train.size * self.signals.shape[-1]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return mean.astype(np.float32), std.astype(np.float32)
+    return signals_lib.lead_stats(self.signals, np.flatnonzero(self.train_mask))
 
   def __len__(self) -> int:
     return self.labels.shape[0]

@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ecgjax import configs as configs_lib
+from ecgjax.data.signals import destandardise
 from ecgjax.diffusion import ddim
 from ecgjax.diffusion.loss import PREDICTIONS, eps_from_prediction
 from ecgjax.diffusion.schedule import Schedule, cosine_schedule, linear_schedule
@@ -80,7 +81,7 @@ class Generator:
   def decode(self, params, z):
     """Scaled latents (B, 4, 128) -> signals (B, 12, 1000) in mV."""
     x = self.vae.apply(params["vae"], z / params["latent_scale"], method=VAE.decode)
-    return x * params["signal_std"][None, :, None] + params["signal_mean"][None, :, None]
+    return destandardise(x, params["signal_mean"], params["signal_std"])
 
   def sample_with_keys(self, params, cond, sample_keys, cfg_scale, eta, *, num_steps: int):
     z = ddim.ddim_sample_with_keys(

@@ -19,10 +19,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
 
 from ecgjax import configs as configs_lib
 from ecgjax.data import pipeline
+from ecgjax.data.records import NUM_SAMPLES
+from ecgjax.data.signals import lead_stats, standardise
 from ecgjax.errors import ConfigError
 from ecgjax.eval import metrics
 from ecgjax.models import xresnet1d
@@ -39,9 +40,37 @@ def build_model(ccfg, num_classes: int = 71):
   return ARCHS[ccfg.arch](num_classes=num_classes)
 
 
+def windows(length: int, crop: int, stride: int) -> tuple[int, ...]:
+  """Start offsets of the prediction windows: every `stride` samples, plus the last
+  window flush with the record's end when the stride does not land there (so
+  every sample is covered). crop 0 is the whole record."""
+  if not crop or crop >= length:
+    return (0,)
+  starts = list(range(0, length - crop + 1, stride))
+  if starts[-1] != length - crop:
+    starts.append(length - crop)
+  return tuple(starts)
+
+
+def check_protocol(ccfg) -> tuple[int, int]:
+  """(crop, crop_stride) of a classifier config, validated; crop 0 is the whole record."""
+  crop, stride = int(ccfg.get("crop", 0) or 0), int(ccfg.get("crop_stride", 0) or 0)
+  if crop and not 1 <= crop <= NUM_SAMPLES:
+    raise ConfigError(
+      f"--config.classifier.crop={crop}: must be 0 (whole record) or 1..{NUM_SAMPLES} samples"
+    )
+  if crop and stride < 1:
+    raise ConfigError(f"--config.classifier.crop_stride={stride}: must be >= 1 when crop is set")
+  return crop, stride
+
+
 @dataclasses.dataclass
 class Classifier:
-  """A trained classifier: model, weights and its input standardisation."""
+  """A trained classifier: model, weights, its input standardisation and protocol.
+
+  crop > 0: trained on random `crop`-sample windows; a record's prediction is
+  the maximum over its windows (`windows(1000, crop, crop_stride)`).
+  """
 
   model: object
   variables: dict  # {'params', 'batch_stats'}
@@ -49,26 +78,47 @@ class Classifier:
   std: np.ndarray
   best_epoch: int = -1
   val_auroc: float = float("nan")
+  crop: int = 0
+  crop_stride: int = 0
 
   def predict(
     self, signals: np.ndarray, mesh: Mesh, batch_size: int = 256, logits: bool = False
   ) -> np.ndarray:
     """Sigmoid probabilities (or logits) for (N, 12, 1000) signals, sharded over 'data'."""
     return predict(
-      self.model, self.variables, self.mean, self.std, signals, mesh, batch_size, logits
+      self.model,
+      self.variables,
+      self.mean,
+      self.std,
+      signals,
+      mesh,
+      batch_size,
+      logits,
+      crop=self.crop,
+      crop_stride=self.crop_stride,
     )
 
 
-def _standardise(x, mean, std):
-  return (x - mean[None, :, None]) / std[None, :, None]
+def window_max_logits(model, variables, x, starts: tuple[int, ...], crop: int):
+  """Per-class maximum of the model's logits over the windows of (B, 12, T) inputs.
+
+  The windows go through the model as one batch of B x W records; the maximum
+  of the logits is the logit of the maximum probability (the sigmoid is monotone).
+  """
+  if starts == (0,) and (not crop or crop >= x.shape[-1]):
+    return model.apply(variables, x, train=False)
+  b = x.shape[0]
+  stacked = jnp.stack([x[..., s : s + crop] for s in starts], axis=1)  # (B, W, 12, crop)
+  out = model.apply(variables, stacked.reshape(b * len(starts), *x.shape[1:-1], crop), train=False)
+  return out.reshape(b, len(starts), -1).max(axis=1)
 
 
 @functools.lru_cache(maxsize=16)
-def _predict_fn(model, mesh: Mesh):
-  """One compiled eval function per (model, mesh), shared by every predict call."""
+def _predict_fn(model, mesh: Mesh, starts: tuple[int, ...], crop: int):
+  """One compiled eval function per (model, mesh, windows), shared by every predict call."""
   rep = NamedSharding(mesh, P())
   return jax.jit(
-    lambda v, m, s, x: model.apply(v, _standardise(x, m, s), train=False),
+    lambda v, m, s, x: window_max_logits(model, v, standardise(x, m, s), starts, crop),
     in_shardings=(rep, rep, rep, pipeline.batch_sharding(mesh)),
     out_shardings=rep,
   )
@@ -79,10 +129,12 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
   return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits)))
 
 
-def predict(model, variables, mean, std, signals, mesh, batch_size=256, logits=False):
+def predict(
+  model, variables, mean, std, signals, mesh, batch_size=256, logits=False, crop=0, crop_stride=0
+):
   n_dev = mesh.shape[pipeline.DATA_AXIS]
   batch_size = max(n_dev, batch_size // n_dev * n_dev)
-  fn = _predict_fn(model, mesh)
+  fn = _predict_fn(model, mesh, windows(signals.shape[-1], crop, crop_stride), crop)
   rep = NamedSharding(mesh, P())
   variables, mean, std = jax.device_put((variables, jnp.asarray(mean), jnp.asarray(std)), rep)
   out = np.zeros((len(signals), model.num_classes), np.float32)
@@ -99,7 +151,7 @@ def make_step(model, tx, mean, std):
 
   def step(state: TrainState, batch, key):
     key = jax.random.fold_in(key, state.step)
-    x = _standardise(batch["signal"], mean, std)
+    x = standardise(batch["signal"], mean, std)
 
     def loss_fn(params):
       logits, updates = model.apply(
@@ -138,7 +190,14 @@ def train_classifier(
   stop_after_epochs: int | None = None,
   desc: str = "classifier",
 ) -> Classifier:
-  """Trains for `ccfg.epochs` epochs; returns the best-on-validation classifier."""
+  """Trains for `ccfg.epochs` epochs with `loop.fit`; returns the best-on-validation classifier.
+
+  After every epoch the macro AUROC on the validation signals (predicted with
+  the same protocol) decides whether the epoch's weights become the best;
+  the best weights travel in fit's checkpointed carry, so a resumed run picks
+  the same epoch as an uninterrupted one.
+  """
+  crop, stride = check_protocol(ccfg)
   n = len(train_signals)
   batch = min(ccfg.batch_size, n)
   batch -= batch % mesh.shape[pipeline.DATA_AXIS]
@@ -148,17 +207,17 @@ def train_classifier(
     )
   steps_per_epoch = n // batch
   total = steps_per_epoch * ccfg.epochs
-  mean = np.asarray(train_signals.mean(axis=(0, 2)), np.float32)
-  std = np.asarray(train_signals.std(axis=(0, 2)), np.float32) + 1e-6
+  mean, std = lead_stats(train_signals)
   model = build_model(ccfg, train_labels.shape[1])
   lr = optax.cosine_onecycle_schedule(total, ccfg.learning_rate, pct_start=0.3)
   tx = optax.adamw(lr, weight_decay=ccfg.weight_decay)
   key = jax.random.PRNGKey(seed)
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(key)
+  length = crop or train_signals.shape[-1]
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, length)), train=False))(key)
   state = TrainState.create(variables["params"], tx, batch_stats=variables["batch_stats"])
-  run = {
-    "train": state,
-    "best": {"params": variables["params"], "batch_stats": variables["batch_stats"]},
+  carry = {
+    # A copy: the train step donates the state's buffers, which must not be the carry's.
+    "best": jax.tree.map(jnp.copy, dict(variables)),
     "best_auroc": np.float32(-1.0),
     "best_epoch": np.int32(-1),
   }
@@ -167,57 +226,66 @@ def train_classifier(
       {"signal": train_signals, "label": train_labels.astype(np.float32)},
       global_batch_size=batch,
       seed=seed,
+      crop=crop or None,
     )
   )
   ckpt = None
   if ckpt_dir is not None:
     describe = {"classifier": configs_lib.describe(ccfg), "n": n, "seed": seed}
     ckpt = Checkpointer(
-      ckpt_dir, meta={"fingerprint": fingerprint(describe), "describe": describe}, max_to_keep=1
+      ckpt_dir,
+      meta={"fingerprint": fingerprint(describe), "describe": describe},
+      max_to_keep=1,
+      save_interval_steps=steps_per_epoch,
     )
-  rep = pipeline.replicated(mesh)
-  start_epoch = 0
-  if ckpt is not None and ckpt.latest_step() is not None:
-    start_epoch = ckpt.latest_step()
-    run = ckpt.restore(run, data, sharding=rep)
-  run = jax.device_put(run, rep)
-  step = loop.jit_train_step(make_step(model, tx, mean, std), mesh)
-  key = jax.device_put(jax.random.fold_in(key, 1), rep)
-  end = ccfg.epochs if stop_after_epochs is None else min(ccfg.epochs, stop_after_epochs)
-  bar = tqdm(
-    total=total,
-    initial=start_epoch * steps_per_epoch,
-    desc=desc,
-    unit="step",
-    disable=not progress or jax.process_index() != 0,
-  )
+
+  def on_epoch_end(state, carry, epoch):
+    current = {"params": state.params, "batch_stats": state.batch_stats}
+    prob = predict(model, current, mean, std, val_signals, mesh, crop=crop, crop_stride=stride)
+    auc = val_macro_auroc(val_labels, prob)
+    if np.isfinite(auc) and auc > float(carry["best_auroc"]):
+      carry = {
+        "best": jax.tree.map(jnp.copy, current),
+        "best_auroc": np.float32(auc),
+        "best_epoch": np.int32(epoch),
+      }
+    return carry, {"epoch": epoch + 1, "val_auroc": f"{auc:.4f}"}
+
+  stop_after = None if stop_after_epochs is None else stop_after_epochs * steps_per_epoch
   try:
-    for epoch in range(start_epoch, end):
-      state = run["train"]
-      for _ in range(steps_per_epoch):
-        state, m = step(state, pipeline.shard_batch(next(data), mesh), key)
-        bar.update(1)
-      run["train"] = state
-      current = {"params": state.params, "batch_stats": state.batch_stats}
-      auc = val_macro_auroc(val_labels, predict(model, current, mean, std, val_signals, mesh))
-      bar.set_postfix(epoch=epoch + 1, loss=f"{float(m['loss']):.4f}", val_auroc=f"{auc:.4f}")
-      if np.isfinite(auc) and auc > float(run["best_auroc"]):
-        run["best"] = jax.tree.map(jnp.copy, current)
-        run["best_auroc"], run["best_epoch"] = np.float32(auc), np.int32(epoch)
-      if ckpt is not None:
-        ckpt.save(epoch + 1, run, data, force=True)
+    state, carry = loop.fit(
+      state,
+      loop.jit_train_step(make_step(model, tx, mean, std), mesh),
+      data,
+      num_steps=total,
+      mesh=mesh,
+      key=jax.random.fold_in(key, 1),
+      checkpointer=ckpt,
+      log_every=steps_per_epoch,
+      desc=desc,
+      stop_after=stop_after,
+      progress=progress,
+      steps_per_epoch=steps_per_epoch,
+      on_epoch_end=on_epoch_end,
+      carry=carry,
+    )
   finally:
-    bar.close()
     if ckpt is not None:
-      ckpt.wait()
       ckpt.close()
-  best_epoch = int(run["best_epoch"])
+  best_epoch = int(carry["best_epoch"])
   chosen = (
-    run["best"]
-    if best_epoch >= 0
-    else {"params": run["train"].params, "batch_stats": run["train"].batch_stats}
+    carry["best"] if best_epoch >= 0 else {"params": state.params, "batch_stats": state.batch_stats}
   )
-  return Classifier(model, jax.device_get(chosen), mean, std, best_epoch, float(run["best_auroc"]))
+  return Classifier(
+    model,
+    jax.device_get(chosen),
+    mean,
+    std,
+    best_epoch,
+    float(carry["best_auroc"]),
+    crop=crop,
+    crop_stride=stride,
+  )
 
 
 def _export_describe(ccfg) -> dict:
@@ -237,6 +305,9 @@ def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
     "describe": describe,
     "best_epoch": clf.best_epoch,
     "val_auroc": clf.val_auroc,
+    # The prediction protocol the weights were trained for; a loaded classifier keeps it.
+    "crop": clf.crop,
+    "crop_stride": clf.crop_stride,
   }
   tree = {"variables": clf.variables, "mean": clf.mean, "std": clf.std, **(extra or {})}
   ckpt = Checkpointer(path, meta=meta, max_to_keep=1)
@@ -278,5 +349,7 @@ def load(path: str, ccfg, extra_template: dict | None = None) -> tuple[Classifie
     tree.pop("std"),
     int(meta.get("best_epoch", -1)),
     float(meta.get("val_auroc", float("nan"))),
+    crop=int(meta.get("crop", 0)),
+    crop_stride=int(meta.get("crop_stride", 0)),
   )
   return clf, tree

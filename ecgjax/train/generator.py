@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 
 from ecgjax import configs as configs_lib
 from ecgjax.data import pipeline
+from ecgjax.data.signals import standardise
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.diffusion.loss import diffusion_loss
 from ecgjax.models.embeddings import COND_DIM
@@ -26,10 +27,6 @@ from ecgjax.models.vae import VAE, kl_divergence
 from ecgjax.train import loop
 from ecgjax.train.checkpoint import Checkpointer, fingerprint
 from ecgjax.train.state import TrainState, adamw
-
-
-def standardise(signals, mean, std):
-  return (signals - mean[None, :, None]) / std[None, :, None]
 
 
 def make_vae_step(vae: VAE, tx, kl_weight: float, mean, std):

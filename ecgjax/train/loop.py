@@ -63,19 +63,32 @@ def fit(
   lr_fn: Callable[[int], float] | None = None,
   stop_after: int | None = None,
   progress: bool = True,
+  steps_per_epoch: int | None = None,
+  on_epoch_end: Callable | None = None,
+  carry=None,
 ):
   """Runs `train_step` until `num_steps`, resuming from `checkpointer` if it has a step.
 
   stop_after: stop (with a checkpoint) once this many steps are done in total;
   used to simulate an interrupted run in tests.
-  Returns the final state (replicated on `mesh`).
+  on_epoch_end: `(state, carry, epoch) -> (carry, postfix)` after every
+  `steps_per_epoch` steps, e.g. validation and best-epoch bookkeeping; `carry`
+  (a pytree) is checkpointed with the state and restored with it, and
+  `postfix` (a dict) is shown on the progress bar.
+  Returns the final state (replicated on `mesh`), or (state, carry) when a
+  carry is given.
   """
+  with_carry = carry is not None
+  if on_epoch_end is not None and not steps_per_epoch:
+    raise ValueError("on_epoch_end needs steps_per_epoch")
+  run = {"train": state, "carry": carry} if with_carry else state
   start = 0
   if checkpointer is not None and checkpointer.latest_step() is not None:
     start = checkpointer.latest_step()
-    state = checkpointer.restore(state, data_iter, sharding=pipeline.replicated(mesh))
+    run = checkpointer.restore(run, data_iter, sharding=pipeline.replicated(mesh))
   else:
-    state = replicate(state, mesh)
+    run = replicate(run, mesh)
+  state, carry = (run["train"], run["carry"]) if with_carry else (run, None)
   key = replicate(key, mesh)
   end = num_steps if stop_after is None else min(num_steps, stop_after)
   bar = tqdm(
@@ -100,14 +113,18 @@ def fit(
           metrics["lr"] = float(lr_fn(step))
         _write_jsonl(metrics_path, {"stage": desc, "step": done, **metrics})
         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
+      if on_epoch_end is not None and done % steps_per_epoch == 0:
+        carry, postfix = on_epoch_end(state, carry, done // steps_per_epoch - 1)
+        bar.set_postfix(postfix)
       if checkpointer is not None:
-        checkpointer.save(done, state, data_iter, force=done == end)
+        tree = {"train": state, "carry": carry} if with_carry else state
+        checkpointer.save(done, tree, data_iter, force=done == end)
       bar.update(1)
   finally:
     bar.close()
     if checkpointer is not None:
       checkpointer.wait()
-  return state
+  return (state, carry) if with_carry else state
 
 
 def read_metrics(path: str) -> list[dict]:
