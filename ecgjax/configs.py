@@ -1,4 +1,4 @@
-"""Presets `paper` and `mini` (SPEC section 6) as ml_collections ConfigDicts.
+"""Presets `paper` and `mini` (docs/design.md §6) as ml_collections ConfigDicts.
 
 Every entry point takes `--preset=paper|mini` and any `--config.a.b=value`
 override on top of the preset, e.g.
@@ -60,7 +60,7 @@ def get_config(preset: str = "mini") -> ConfigDict:
   c.sample = ConfigDict(
     dict(num_steps=100 if paper else 25, eta=0.0, cfg_scale=3.0, batch_size=256 if paper else 64)
   )
-  # Downstream classifier (SPEC 3): one-cycle AdamW, best epoch on fold 9.
+  # Downstream classifier (docs/design.md §3): one-cycle AdamW, best epoch on fold 9.
   c.classifier = ConfigDict(
     dict(
       arch="xresnet1d50",

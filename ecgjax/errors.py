@@ -1,4 +1,4 @@
-"""User-facing errors, and the one-line exit that every CLI gives them (SPEC 7, 8)."""
+"""User-facing errors, and the one-line exit that every CLI gives them (docs/design.md §7, §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader sees the whole file or none of it (SPEC 7)."""
+"""Atomic file writes: a reader sees the whole file or none of it (docs/design.md §7)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ _SHARD_SIZE = flags.DEFINE_integer(
 
 
 def real_matched_draw(ds, n: int, seed: int):
-  """The registry's `real_matched` policy (SPEC 4); rows are mapped to dataset rows."""
+  """The registry's `real_matched` policy (docs/design.md §4); rows are mapped to dataset rows."""
   table = policies.make_table(ds)
   draw = policies.POLICIES["real_matched"](jax.random.PRNGKey(seed), table, n)
   rows = np.asarray(table.ds_rows)[np.asarray(draw.rows)]

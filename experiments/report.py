@@ -1,4 +1,4 @@
-"""Turns a workdir of TSTR runs into Table 1 and Figures 1-2 (SPEC 5).
+"""Turns a workdir of TSTR runs into Table 1 and Figures 1-2 (docs/design.md §5).
 
   python -m experiments.report --workdir=workdir
 

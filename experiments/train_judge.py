@@ -3,7 +3,7 @@
   python -m experiments.train_judge --preset=mini --workdir=workdir
 
 The judge scores generated pools for the filtering, relabelling and diversity
-policies (SPEC 4) and is the real-trained model of TRTS. Writes
+policies (docs/design.md §4) and is the real-trained model of TRTS. Writes
 <workdir>/judge/ (weights, input statistics, F1 thresholds chosen on fold 9).
 """
 

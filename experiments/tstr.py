@@ -1,4 +1,4 @@
-"""Train on synthetic, test on real (paper 000 section 3; SPEC 5).
+"""Train on synthetic, test on real (paper 000 section 3; docs/design.md §5).
 
   python -m experiments.tstr --policy=real_matched --preset=mini
   python -m experiments.tstr --policy=qstrat_matched --seeds=0,1,2 --preset=paper --workdir=...

@@ -11,7 +11,7 @@
 # A slice of more than one host runs the same command on every worker
 # (`--worker=all`); each process joins one JAX job through
 # jax.distributed.initialize(), which the entry points call themselves
-# (`--distributed`, SPEC 3). Their `auto` mode looks for coordinator or
+# (`--distributed`, docs/design.md §3). Their `auto` mode looks for coordinator or
 # TPU_WORKER_HOSTNAMES variables, which a plain ssh shell on a TPU VM need not
 # have (JAX reads the topology from the metadata server), so this script passes
 # --distributed=$DISTRIBUTED, default `on`; initialize() also works on a

@@ -1,4 +1,4 @@
-"""The condition table rules of SPEC section 2, on the real slice and hand-made tables."""
+"""The condition table rules of docs/design.md §2, on the real slice and hand-made tables."""
 
 import os
 

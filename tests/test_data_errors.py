@@ -1,4 +1,4 @@
-"""Bad input: a DataError naming the culprit, and no partial cache left behind (SPEC 7)."""
+"""Bad input: a DataError naming the culprit, and no partial cache left behind (docs/design.md §7)."""
 
 import os
 import pathlib

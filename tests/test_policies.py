@@ -1,4 +1,4 @@
-"""Sampling policies (SPEC 4) on the embedded real train table (276 rows).
+"""Sampling policies (docs/design.md §4) on the embedded real train table (276 rows).
 
 Each property test checks a policy's defining signature over a large draw
 against numpy statistics computed from the dataset itself. Tolerances are

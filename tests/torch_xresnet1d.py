@@ -1,6 +1,6 @@
 """An independent PyTorch XResNet1d, the reference for parity tests and benchmarks.
 
-Written from the architecture description (SPEC section 3), not from the
+Written from the architecture description (docs/design.md §3), not from the
 Flax module, so a shared misreading would have to be made twice. Only tests
 and `experiments/bench_xresnet.py` import it, and only when torch is present.
 `load_flax_variables` copies a Flax {'params', 'batch_stats'} tree into it.

@@ -1,4 +1,4 @@
-"""PTB-XL in its official layout -> signals and the condition table (SPEC 2, 8).
+"""PTB-XL in its official layout -> signals and the condition table (docs/design.md §2, §8).
 
 `load_ptbxl(None)` reads the real 400-record slice embedded in the package;
 `load_ptbxl(path)` reads any PTB-XL v1.0.x root, e.g. the full 21,799 records.

@@ -1,4 +1,4 @@
-"""The condition table of SPEC section 2: labels, demographics, folds, buckets.
+"""The condition table of docs/design.md §2: labels, demographics, folds, buckets.
 
 Pure numpy functions over per-record columns, so each rule (the age-300 marker,
 sex-wise imputation, train-fold z-normalisation, prevalence buckets, evaluable
@@ -161,7 +161,7 @@ def evaluable_codes(
 
 
 def anchor_class(labels: np.ndarray, train_prevalence: np.ndarray) -> np.ndarray:
-  """Each row's present label of lowest train prevalence; -1 for no label (SPEC 4)."""
+  """Each row's present label of lowest train prevalence; -1 for no label (docs/design.md §4)."""
   labels = np.asarray(labels, dtype=bool)
   p = np.where(labels, np.asarray(train_prevalence)[None, :], np.inf)
   anchor = np.argmin(p, axis=1)

@@ -1,4 +1,4 @@
-"""Writing a synthetic cohort as .npz shards with a manifest, resumably (SPEC 7).
+"""Writing a synthetic cohort as .npz shards with a manifest, resumably (docs/design.md §7).
 
 Sample i is generated from `fold_in(PRNGKey(seed), i)` and its conditioning
 vector, so whichever run, batch size or device count produces a shard, its

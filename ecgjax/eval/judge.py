@@ -1,4 +1,4 @@
-"""The judge: an XResNet1d-50 trained by the custodian on the real train folds (SPEC 4).
+"""The judge: an XResNet1d-50 trained by the custodian on the real train folds (docs/design.md §4).
 
 Stored beside the generator in <workdir>/judge/, with per-class decision
 thresholds chosen on fold 9 (F1-optimal), which `iter_relabel` uses.

@@ -1,4 +1,4 @@
-"""Host-side (numpy) evaluation metrics for the TSTR protocol (SPEC sections 2 and 5).
+"""Host-side (numpy) evaluation metrics for the TSTR protocol (docs/design.md §2, §5).
 
 Everything here works on plain ``(N, K)`` arrays (``K = 71`` SCP statements for
 PTB-XL, but nothing is hard-coded): ``y_true`` is a binary label matrix (bool or
@@ -149,7 +149,7 @@ def prevalence_buckets(
     raise ValueError(f"train_labels must have at least one row, got shape {y.shape}")
   counts = y.sum(axis=0).astype(np.int64)
   if (common, moderate) == (table.COMMON_MIN, table.RARE_MAX):
-    bucket = table.bucket_of(counts / n)  # the one definition of SPEC section 2
+    bucket = table.bucket_of(counts / n)  # the one definition of docs/design.md §2
   else:
     is_c = _at_least(counts, n, common).astype(bool)
     is_m = _at_least(counts, n, moderate).astype(bool) & ~is_c
@@ -470,7 +470,7 @@ def summarize(
   n_boot: int = 1000,
   seed: int = 0,
 ) -> dict[str, Any]:
-  """JSON-serialisable TSTR metrics (SPEC section 5).
+  """JSON-serialisable TSTR metrics (docs/design.md §5).
 
   Keys: ``macro_auroc``, ``buckets`` {common, moderate, rare: mean AUROC over the
   evaluable codes of the bucket or None}, ``bucket_counts`` (evaluable codes per

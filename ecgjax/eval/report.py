@@ -1,4 +1,4 @@
-"""Table 1 and Figures 1-2 of the policy survey from a workdir of TSTR runs (SPEC 5).
+"""Table 1 and Figures 1-2 of the policy survey from a workdir of TSTR runs (docs/design.md §5).
 
 Reads `<workdir>/tstr/<policy>/seed_<s>/metrics.json` (and, for the blend
 experiment, `<workdir>/blend/frac_<f>/seed_<s>/metrics.json`) and aggregates

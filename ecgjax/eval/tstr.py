@@ -1,4 +1,4 @@
-"""The TSTR protocol (paper 000 section 3, SPEC 5): draw, generate, train, score.
+"""The TSTR protocol (paper 000 section 3, docs/design.md §5): draw, generate, train, score.
 
 For a policy and seed s: draw with PRNGKey(s), generate the cohort (resumably,
 in <run>/cohort), train the classifier on it, select the epoch on real fold 9,

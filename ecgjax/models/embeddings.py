@@ -1,4 +1,4 @@
-"""Condition embeddings for the latent denoiser (SPEC section 3).
+"""Condition embeddings for the latent denoiser (docs/design.md §3).
 
 The generator's condition is the 76-dim vector concat(71 multi-hot SCP labels,
 5 z-scored demographics). Two ways to embed it are offered:

@@ -1,4 +1,4 @@
-"""1-D U-Net noise predictor in the VAE's (4, 128) latent space (SPEC section 3).
+"""1-D U-Net noise predictor in the VAE's (4, 128) latent space (docs/design.md §3).
 
 eps = UNet(x_t, t, cond, drop). The timestep and the 76-dim condition are
 embedded, summed, and injected into every residual block as a FiLM scale and

@@ -1,4 +1,4 @@
-"""1-D KL-regularised VAE: (12, 1000) ECG <-> (4, 128) latent (SPEC section 3).
+"""1-D KL-regularised VAE: (12, 1000) ECG <-> (4, 128) latent (docs/design.md §3).
 
 The generator's first stage: trained once, then frozen; the denoiser works in
 its latent space. Leads-first (B, 12, 1000) at the public boundary, matching the

@@ -9,7 +9,7 @@ are comparable with the benchmark:
 * four stages of bottlenecks ([3,4,6,3] for -50, [3,4,23,3] for -101). The
   benchmark sets every stage width to 64 (expansion 4, so 256 channels out of
   every stage), not the 64-128-256-512 of image ResNets; that is what gives
-  962,503 parameters with 71 outputs (SPEC section 3). `widths` overrides it;
+  962,503 parameters with 71 outputs (docs/design.md §3). `widths` overrides it;
 * bottleneck: conv1x1-BN-ReLU, conv k5 (stride)-BN-ReLU, conv1x1-BN with a
   zero-initialised gamma, so each block starts as its shortcut;
 * shortcut: identity; avg-pool(2, ceil_mode) when strided; then conv1x1-BN

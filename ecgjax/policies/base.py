@@ -13,7 +13,7 @@ from ecgjax.policies.table import PolicyTable
 
 @struct.dataclass
 class Draw:
-  """n conditioning tuples and what the downstream classifier is trained on (SPEC 4).
+  """n conditioning tuples and what the downstream classifier is trained on (docs/design.md §4).
 
   cond: (n, 76) float32, what the generator is conditioned on.
   labels: (n, 71) float32, the intended labels the classifier learns; equal to

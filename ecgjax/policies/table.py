@@ -1,4 +1,4 @@
-"""The train-fold table T that every sampling policy draws from (SPEC 4).
+"""The train-fold table T that every sampling policy draws from (docs/design.md §4).
 
 `make_table(ds)` keeps the train folds only and precomputes, in numpy, every
 grouping a policy needs as a CSR pair (`*_ptr`, `*_idx`): the rows of group g

@@ -1,4 +1,4 @@
-"""Training the XResNet1d classifier (TSTR classifier and judge; SPEC 3, 5).
+"""Training the XResNet1d classifier (TSTR classifier and judge; docs/design.md §3, §5).
 
 BCE on multi-hot labels, AdamW with a one-cycle schedule, batch sharded over
 the ('data',) mesh, and after every epoch the macro AUROC on the real
