@@ -51,6 +51,12 @@ def test_policy_runs_end_to_end(harness, policy):
   expected_budget = 0 if policy == "real_subset" else policies.POOL_FACTOR.get(policy, 1) * N
   assert stored["generator_budget"] == expected_budget
   assert 0.0 <= stored["macro_auroc"] <= 1.0 and stored["n_evaluable"] > 0
+  if policy in ("rare_boost", "rare_oversample_3x"):  # the rebalancing diagnostics travel along
+    rep = stored["policy_report"]
+    assert 1 < rep["effective_sample_size"] <= harness.table.num_rows
+    assert set(rep["achieved_prevalence"]) == set(harness.ds.codes) and rep["raised"]
+  else:
+    assert "policy_report" not in stored
 
 
 def test_report_over_all_policies(harness):
