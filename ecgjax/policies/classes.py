@@ -27,8 +27,9 @@ whose optimality condition is q_k - t_k = rho_k nu_k. The dual has K variables
 (71), so `rebalance_weights` runs SOLVER_ITERATIONS (40) Newton steps on it
 under `lax.fori_loop`, each with Hessian Cov_w(L) + diag(rho) and the best of
 ten step sizes 1, 1/2, ..., 1/512 by D (a damped Newton method that ascends
-D at every step). On the embedded slice and on random full-size tables it
-converges in under 20 steps: 40 and 80 steps give the same weights to 1e-6.
+D at every step). On the embedded slice and on random full-size tables
+(17,000 x 71) the weights are within 5e-5 (relative to the largest) of their
+limit after 10 steps and equal to 160 steps' in float32 after 30.
 
 What it gives. Where every target, raised and kept, is reachable, F's optimum
 meets them up to the relative slack: |q_k - t_k| / t_k = r_k |nu_k|, and
