@@ -12,6 +12,7 @@ from absl import flags
 from ml_collections import ConfigDict, config_flags
 
 from ecgjax.errors import ConfigError
+from ecgjax.generators import registry as generators
 from ecgjax.models.unet import UNET_MINI, UNET_PAPER
 from ecgjax.models.vae import VAE_MINI, VAE_PAPER
 
@@ -25,7 +26,10 @@ def get_config(preset: str = "mini") -> ConfigDict:
   c = ConfigDict()
   c.preset = preset
 
-  # Generator (paper 000 section 3): frozen 1-D VAE + latent U-Net with CFG.
+  # Which generator makes the synthetic cohorts (docs/design.md §9), and each
+  # kind's own settings, e.g. --config.generator.kind=simulator.
+  c.generator = generators.config(preset)
+  # The latent_diffusion generator (paper 000 section 3): frozen 1-D VAE + latent U-Net with CFG.
   c.vae = ConfigDict(dict(VAE_PAPER if paper else VAE_MINI))
   c.unet = ConfigDict(dict(UNET_PAPER if paper else UNET_MINI))
   c.unet.cond_embedding = "linear"  # or "nle" (SSSD-ECG-nle label table)
@@ -77,6 +81,15 @@ def get_config(preset: str = "mini") -> ConfigDict:
       crop_stride=125,
     )
   )
+  # Paper 002's Syn->Real experiments (docs/design.md §9; experiments/syn2real.py).
+  c.syn2real = ConfigDict(
+    dict(
+      classes="AFIB,AFLT,PVC,WPW",  # each against NORM
+      leads="II,12",  # lead II alone (the paper's setting), then all 12 leads
+      n_syn=10_000 if paper else 256,  # simulated training recordings, half positive
+      caps="5,10,20,50,all",  # the reduced-positives sweep's real positive counts
+    )
+  )
   c.tstr = ConfigDict(
     dict(n=8000 if paper else 1024, min_test_positives=1, n_boot=1000 if paper else 200)
   )
@@ -94,8 +107,3 @@ def from_flags(preset: str, config_flag: str = "config") -> ConfigDict:
     node[leaf] = value
   cfg.preset = preset
   return cfg
-
-
-def describe(section) -> dict:
-  """A plain dict of a config section, for fingerprints and metrics.json."""
-  return section.to_dict() if isinstance(section, ConfigDict) else dict(section)

@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from ecgjax.data.table import DataError
+
+class DataError(ValueError):
+  """Bad input data; the message names the file, record, field or value."""
 
 
 class ConfigError(ValueError):

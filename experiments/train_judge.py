@@ -9,9 +9,9 @@ policies (docs/design.md §4) and is the real-trained model of TRTS. Writes
 
 import numpy as np
 
-from ecgjax import cli, errors
+from ecgjax import cli, errors, metrics
 from ecgjax.data import load_ptbxl
-from ecgjax.eval import judge, metrics
+from ecgjax.eval import judge
 
 cli.define_flags()
 

@@ -1,11 +1,14 @@
 """Train on real, test on synthetic (TRTS): the judge scored on a synthetic copy of fold 10.
 
   python -m experiments.trts --preset=mini --seeds=0
+  python -m experiments.trts --preset=mini --config.generator.kind=simulator
 
 The classifier trained on real train folds (the judge) is scored on ECGs
 generated from the test fold's own conditioning tuples, next to its score on
 the real test fold (TRTR). A TRTS close to TRTR says the generator renders
-the labelled conditions recognisably. Writes <workdir>/trts/seed_<s>/metrics.json.
+the labelled conditions recognisably. With a generator that renders only some
+codes (the simulator), both are scored on those codes. Writes
+<root>/trts/seed_<s>/metrics.json, root as in experiments.tstr.
 """
 
 import os
@@ -14,11 +17,10 @@ import shutil
 import numpy as np
 from absl import flags
 
-from ecgjax import cli, errors, fileio
+from ecgjax import cli, errors, fileio, metrics
 from ecgjax.data import load_ptbxl
-from ecgjax.diffusion import generator as gen_lib
-from ecgjax.eval import judge as judge_lib
-from ecgjax.eval import metrics, pipeline_setup, tstr
+from ecgjax.eval import pipeline_setup, tstr
+from ecgjax.generators import cohort
 
 cli.define_flags()
 _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds of the synthetic test copy.")
@@ -32,33 +34,37 @@ def main(argv):
   workdir = cli.workdir()
   pipeline_setup.ensure_generator(cfg, mesh, ds, workdir)
   pipeline_setup.ensure_judge(cfg, mesh, ds, workdir)
-  gen = gen_lib.load(workdir, cfg, ds.content_key)
-  judge, _ = judge_lib.load(workdir, cfg)
+  harness = tstr.Harness(cfg, mesh, ds, workdir)
+  gen, (judge, _) = harness.generator, harness.judge
+  cols = harness.columns
   te, va = np.flatnonzero(ds.test_mask), np.flatnonzero(ds.val_mask)
-  p_val = judge.predict(np.asarray(ds.signals[va]), mesh)
-  p_real = judge.predict(np.asarray(ds.signals[te]), mesh)
+  p_val = judge.predict(np.asarray(ds.signals[va]), mesh)[:, cols]
+  p_real = judge.predict(np.asarray(ds.signals[te]), mesh)[:, cols]
+  y_te = ds.labels[te][:, cols]
   common = dict(
-    y_true_val=ds.labels[va],
+    y_true_val=ds.labels[va][:, cols],
     y_score_val=p_val,
-    train_labels=ds.labels[ds.train_mask],
-    codes=list(ds.codes),
+    train_labels=ds.labels[ds.train_mask][:, cols],
+    codes=harness.codes,
     min_test_positives=cfg.tstr.min_test_positives,
     n_boot=cfg.tstr.n_boot,
   )
-  trtr = metrics.summarize(ds.labels[te], p_real, **common)
+  trtr = metrics.summarize(y_te, p_real, **common)
   for seed in seeds:
-    run_dir = os.path.join(workdir, "trts", f"seed_{seed}")
+    run_dir = os.path.join(harness.root, "trts", f"seed_{seed}")
     path = os.path.join(run_dir, tstr.METRICS)
     if os.path.isfile(path):
       print(f"seed {seed}: finished earlier ({path})")
       continue
-    signals = tstr.generate_signals(
-      gen, cfg, mesh, ds.cond[te], ds.labels[te], te, os.path.join(run_dir, "cohort"), seed
-    )
-    trts = metrics.summarize(ds.labels[te], judge.predict(signals, mesh), seed=seed, **common)
+    out = os.path.join(run_dir, "cohort")
+    cohort.generate_cohort(gen, mesh, ds.cond[te], ds.labels[te], te, out, seed=seed)
+    signals = cohort.read_cohort(out)["signals"]
+    trts = metrics.summarize(y_te, judge.predict(signals, mesh)[:, cols], seed=seed, **common)
     record = {
       "policy": "trts",
       "seed": seed,
+      "generator": harness.kind.name,
+      "codes": harness.codes,
       "n_test": int(len(te)),
       "macro_auroc": trts["macro_auroc"],
       "buckets": trts["buckets"],
@@ -71,10 +77,11 @@ def main(argv):
     }
     if cli.is_writer():
       fileio.write_json(path, record)
-      shutil.rmtree(os.path.join(run_dir, "cohort"), ignore_errors=True)
+      shutil.rmtree(out, ignore_errors=True)
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
     print(
-      f"seed {seed}: TRTS macro AUROC {trts['macro_auroc']:.4f} vs TRTR {trtr['macro_auroc']:.4f} "
-      f"over {trts['n_evaluable']} codes -> {path}"
+      f"seed {seed}: TRTS macro AUROC {fmt(trts['macro_auroc'])} vs TRTR "
+      f"{fmt(trtr['macro_auroc'])} over {trts['n_evaluable']} codes -> {path}"
     )
 
 

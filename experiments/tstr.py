@@ -9,6 +9,11 @@ real fold 9 and score on real fold 10. Writes
 <workdir>/tstr/<policy>/seed_<s>/metrics.json; finished seeds are skipped.
 With --preset=mini and no generator (or judge) in the workdir, they are
 trained first, so this one command runs the whole pipeline.
+
+  python -m experiments.tstr --config.generator.kind=simulator --policy=real_matched
+
+trains on paper 002's simulator instead (no generator training), on the codes
+it renders (NORM, SR, AFIB, AFLT, PVC, WPW); its runs go to <workdir>/simulator/.
 """
 
 from absl import flags
@@ -48,7 +53,7 @@ def main(argv):
   harness = tstr.Harness(cfg, mesh, ds, workdir)
   rows = [harness.run(policy, s, n=n) for s in seeds]
   tstr.print_table(rows)
-  print(f"metrics: {workdir}/tstr/{policy}/seed_<s>/metrics.json")
+  print(f"metrics: {harness.root}/tstr/{policy}/seed_<s>/metrics.json")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ def export_random_generator(cfg, ds, workdir):
   import numpy as np
 
   from ecgjax.diffusion import generator as gen_lib
+  from ecgjax.generators import latent_diffusion
 
   gen = gen_lib.build(cfg)
   params = {
@@ -89,5 +90,5 @@ def export_random_generator(cfg, ds, workdir):
     "signal_std": np.ones(12, np.float32),
   }
   assert jax.tree.structure(gen_lib.param_template(gen)) == jax.tree.structure(params)
-  gen_lib.export(workdir, params, gen_lib.generator_meta(cfg, ds.content_key))
+  latent_diffusion.export(workdir, params, gen_lib.generator_meta(cfg, ds.content_key))
   return workdir

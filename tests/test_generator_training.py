@@ -10,9 +10,9 @@ import pytest
 from conftest import export_random_generator, tiny_cfg
 
 from ecgjax.data import pipeline
-from ecgjax.diffusion import cohort
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.errors import CheckpointError, ConfigError
+from ecgjax.generators import cohort, latent_diffusion
 from ecgjax.train import generator as train_lib
 from ecgjax.train import loop
 from ecgjax.train.state import TrainState, adamw
@@ -132,7 +132,7 @@ def test_interrupted_generation_resumes_to_the_same_cohort(exported, ptbxl, tmp_
 @needs_8
 def test_generation_on_8_devices_equals_1(exported, ptbxl):
   cfg, workdir = exported
-  gen = gen_lib.load(workdir, cfg, ptbxl.content_key)
+  gen = latent_diffusion.load_model(workdir, cfg, ptbxl.content_key)
   cond = ptbxl.cond[:13]
   kw = dict(num_steps=2, cfg_scale=3.0, batch_size=16)
   one = gen.generate(cond, jax.random.PRNGKey(5), mesh=pipeline.make_mesh(1), **kw)
@@ -142,7 +142,7 @@ def test_generation_on_8_devices_equals_1(exported, ptbxl):
 
 def test_cond_of_the_wrong_width_is_an_error(exported, ptbxl):
   cfg, workdir = exported
-  gen = gen_lib.load(workdir, cfg, ptbxl.content_key)
+  gen = latent_diffusion.load_model(workdir, cfg, ptbxl.content_key)
   with pytest.raises(ConfigError, match=r"cond has shape \(4, 75\).*\(n, 76\)"):
     gen.generate(
       np.zeros((4, 75), np.float32),
@@ -155,7 +155,7 @@ def test_cond_of_the_wrong_width_is_an_error(exported, ptbxl):
 
 def test_missing_checkpoint_is_an_error(tmp_path):
   with pytest.raises(CheckpointError, match=f"no trained generator in {tmp_path}"):
-    gen_lib.load(str(tmp_path), tiny_cfg())
+    latent_diffusion.load_model(str(tmp_path), tiny_cfg())
 
 
 def test_checkpoint_from_another_config_is_an_error(exported, ptbxl):
@@ -163,16 +163,16 @@ def test_checkpoint_from_another_config_is_an_error(exported, ptbxl):
   other = tiny_cfg()
   other.unet.channels = (24, 32)
   with pytest.raises(CheckpointError, match="different config .*differing: unet"):
-    gen_lib.load(workdir, other, ptbxl.content_key)
+    latent_diffusion.load_model(workdir, other, ptbxl.content_key)
   with pytest.raises(CheckpointError, match="trained on other data"):
-    gen_lib.load(workdir, cfg, "another-dataset")
+    latent_diffusion.load_model(workdir, cfg, "another-dataset")
 
 
 def test_corrupt_checkpoint_is_an_error(exported, ptbxl, tmp_path):
   cfg, workdir = exported
   broken = str(tmp_path / "broken")
   shutil.copytree(workdir, broken)
-  state_dir = os.path.join(broken, gen_lib.EXPORT_DIR, "0", "state")
+  state_dir = os.path.join(broken, latent_diffusion.EXPORT_DIR, "0", "state")
   for root, _, files in os.walk(state_dir):
     for f in files:
       path = os.path.join(root, f)
@@ -180,4 +180,4 @@ def test_corrupt_checkpoint_is_an_error(exported, ptbxl, tmp_path):
         with open(path, "r+b") as fh:
           fh.truncate(os.path.getsize(path) // 2)
   with pytest.raises(CheckpointError, match="corrupt or does not match"):
-    gen_lib.load(broken, cfg, ptbxl.content_key)
+    latent_diffusion.load_model(broken, cfg, ptbxl.content_key)

@@ -1,4 +1,4 @@
-"""Tests for ecgjax.eval.metrics against scikit-learn as the independent reference."""
+"""Tests for ecgjax.metrics against scikit-learn as the independent reference."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
+from ecgjax import metrics as M
 from ecgjax.data import table as T
-from ecgjax.eval import metrics as M
 
 
 def _random_problem(n=300, k=12, seed=0, signal=1.0, round_to=None):

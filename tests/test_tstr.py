@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from ecgjax import configs
+from ecgjax import configs, metrics
 from ecgjax.data import pipeline
-from ecgjax.eval import metrics, tstr
+from ecgjax.eval import tstr
 from ecgjax.train import classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

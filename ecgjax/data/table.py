@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ecgjax.errors import DataError  # noqa: F401  (raised here, re-exported)
+
 TRAIN_FOLDS = (1, 2, 3, 4, 5, 6, 7, 8)
 VAL_FOLD = 9
 TEST_FOLD = 10
@@ -23,10 +25,6 @@ AGE_OVER_89_VALUE = 90.0
 COMMON_MIN = 0.05  # common: p >= 5 %
 RARE_MAX = 0.02  # rare: p < 2 %; moderate in between
 BUCKETS = ("common", "moderate", "rare")
-
-
-class DataError(ValueError):
-  """Bad input data; the message names the file, record, field or value."""
 
 
 def parse_scp_codes(text: str, ecg_id: int) -> dict[str, float]:

@@ -1,4 +1,7 @@
-"""The trained generator as one object: VAE + EMA U-Net + statistics -> ECGs.
+"""The latent diffusion model as one object: VAE + EMA U-Net + statistics -> ECGs.
+
+Saving and loading it for a workdir is the `latent_diffusion` generator kind's
+business (ecgjax/generators/latent_diffusion.py); this module only computes.
 
 `Generator.sampler(mesh)` is one jitted function from conditioning vectors and
 per-sample keys to (B, 12, 1000) signals in mV: DDIM with CFG in latent space
@@ -8,7 +11,6 @@ per-sample keys to (B, 12, 1000) signals in mV: DDIM with CFG in latent space
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
@@ -16,19 +18,18 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ecgjax import configs as configs_lib
+from ecgjax import fingerprints
 from ecgjax.data.signals import destandardise
 from ecgjax.diffusion import ddim
 from ecgjax.diffusion.loss import PREDICTIONS, eps_from_prediction
 from ecgjax.diffusion.schedule import Schedule, cosine_schedule, linear_schedule
-from ecgjax.errors import CheckpointError, ConfigError
-from ecgjax.models.embeddings import COND_DIM
+from ecgjax.errors import ConfigError
+from ecgjax.fingerprints import fingerprint
+from ecgjax.models.embeddings import COND_DIM, check_cond
 from ecgjax.models.unet import UNet
 from ecgjax.models.vae import VAE
-from ecgjax.train.checkpoint import Checkpointer, fingerprint
 
 LATENT_SHAPE = (4, 128)
-EXPORT_DIR = os.path.join("generator", "export")
 
 
 def make_schedule(diffusion_cfg) -> Schedule:
@@ -60,9 +61,9 @@ def eps_fn(unet: UNet, schedule: Schedule, prediction: str):
 def generator_meta(cfg, content_key: str) -> dict:
   """What a generator checkpoint must agree on with the config that reads it."""
   describe = {
-    "vae": configs_lib.describe(cfg.vae),
-    "unet": configs_lib.describe(cfg.unet),
-    "diffusion": configs_lib.describe(cfg.diffusion),
+    "vae": fingerprints.describe(cfg.vae),
+    "unet": fingerprints.describe(cfg.unet),
+    "diffusion": fingerprints.describe(cfg.diffusion),
   }
   return {"fingerprint": fingerprint(describe), "describe": describe, "data_key": content_key}
 
@@ -146,17 +147,6 @@ class Generator:
     return np.concatenate(out) if out else np.zeros((0, 12, 1000), np.float32)
 
 
-def check_cond(cond) -> None:
-  cond = np.asarray(cond)
-  if cond.ndim != 2 or cond.shape[1] != COND_DIM:
-    raise ConfigError(
-      f"cond has shape {cond.shape}; the generator takes (n, {COND_DIM}) "
-      f"conditioning vectors (71 labels + 5 demographics)"
-    )
-  if not np.isfinite(cond).all():
-    raise ConfigError("cond contains non-finite values")
-
-
 def build(cfg) -> Generator:
   if cfg.diffusion.prediction not in PREDICTIONS:
     raise ConfigError(f"--config.diffusion.prediction={cfg.diffusion.prediction!r}: use eps or v")
@@ -191,40 +181,3 @@ def param_template(gen: Generator) -> dict:
     "signal_mean": f32(12),
     "signal_std": f32(12),
   }
-
-
-def export(workdir: str, gen_params: dict, meta: dict) -> None:
-  ckpt = Checkpointer(os.path.join(workdir, EXPORT_DIR), meta=meta, max_to_keep=1)
-  ckpt.save(0, gen_params, force=True)
-  ckpt.wait()
-  ckpt.close()
-
-
-def exists(workdir: str) -> bool:
-  path = os.path.join(workdir, EXPORT_DIR)
-  return os.path.isdir(path) and any(d.isdigit() for d in os.listdir(path))
-
-
-def load(workdir: str, cfg, content_key: str | None = None) -> Generator:
-  """The exported generator of `workdir`, checked against `cfg` (and the data key)."""
-  path = os.path.join(workdir, EXPORT_DIR)
-  if not exists(workdir):
-    raise CheckpointError(
-      f"no trained generator in {workdir} (expected {path}); "
-      f"run python -m experiments.train_generator --workdir={workdir}"
-    )
-  gen = build(cfg)
-  meta = generator_meta(cfg, content_key or "")
-  ckpt = Checkpointer(path, meta=meta, create=False)
-  stored = ckpt.read_meta()
-  if content_key is not None and stored.get("data_key") != content_key:
-    raise CheckpointError(
-      f"generator in {path} was trained on other data "
-      f"(data key {stored.get('data_key')}, this data {content_key})"
-    )
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  params = ckpt.restore(param_template(gen), sharding=cpu)
-  ckpt.close()
-  gen.params = params
-  gen.fingerprint = meta["fingerprint"]
-  return gen

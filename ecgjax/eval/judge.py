@@ -11,7 +11,7 @@ import os
 import jax
 import numpy as np
 
-from ecgjax.eval import metrics
+from ecgjax import metrics
 from ecgjax.train import classifier as clf_lib
 
 JUDGE_DIR = "judge"

@@ -2,31 +2,52 @@
 
 from __future__ import annotations
 
-from absl import logging
+import os
 
-from ecgjax.diffusion import generator as gen_lib
+import jax
+import numpy as np
+
+from ecgjax import generators
 from ecgjax.errors import CheckpointError
 from ecgjax.eval import judge as judge_lib
+from ecgjax.eval import plots
+from ecgjax.train import generator as train_lib
+from ecgjax.train import loop
 
 
-def ensure_generator(cfg, mesh, ds, workdir, *, progress=True):
-  """Under `mini`, trains a generator into an empty workdir; under `paper` that is an error.
+def ensure_generator(cfg, mesh, ds, workdir, *, progress=True) -> None:
+  """Whatever `cfg.generator.kind` needs before it can generate (docs/design.md §9).
 
-  Training a paper-size generator takes accelerator-days, so it is never
-  started implicitly.
+  The latent diffusion model is trained into an empty workdir under `mini`
+  (with its figures) and is an error under `paper`, where it takes
+  accelerator-days; the simulator needs nothing.
   """
-  if gen_lib.exists(workdir):
-    return
-  if cfg.preset != "mini":
-    raise CheckpointError(
-      f"no trained generator in {workdir} (preset {cfg.preset}); train one first with "
-      f"python -m experiments.train_generator --preset={cfg.preset} --workdir={workdir}"
-    )
-  logging.warning("no generator in %s: training the mini one first", workdir)
-  print(f"No generator in {workdir}: training the mini generator first.")
-  from experiments import train_generator
+  kind = generators.for_config(cfg)
+  if kind.ensure(cfg, mesh, ds, workdir, progress=progress) and kind.name == "latent_diffusion":
+    generator_figures(cfg, mesh, ds, workdir)
 
-  train_generator.run(cfg, mesh, ds.data_dir, workdir, progress=progress)
+
+def generator_figures(cfg, mesh, ds, workdir, examples: int = 3) -> list[str]:
+  """<workdir>/generator/ecg_comparison.png (real vs generated, same conditioning, test
+  fold) and losses.png, written by process 0."""
+  if jax.process_index() != 0:
+    return []
+  gen = generators.get("latent_diffusion").load(cfg, ds, workdir)
+  out = os.path.join(workdir, train_lib.GENERATOR_DIR)
+  test = np.flatnonzero(ds.test_mask)[:examples]
+  fake = gen.generate(ds.cond[test], jax.random.PRNGKey(0), mesh=mesh)
+  titles = [", ".join(c for c, on in zip(ds.codes, ds.labels[i]) if on) for i in test]
+  written = [
+    plots.ecg_comparison(
+      np.asarray(ds.signals[test]), fake, titles, os.path.join(out, "ecg_comparison.png")
+    ),
+    plots.loss_curves(
+      loop.read_metrics(os.path.join(out, "metrics.jsonl")), os.path.join(out, "losses.png")
+    ),
+  ]
+  for path in written:
+    print("wrote", path)
+  return written
 
 
 def ensure_judge(cfg, mesh, ds, workdir, *, progress=True):

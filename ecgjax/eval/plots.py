@@ -13,16 +13,27 @@ import numpy as np  # noqa: E402
 from ecgjax.data.records import LEADS, SAMPLING_RATE  # noqa: E402
 
 
-def ecg_comparison(real: np.ndarray, fake: np.ndarray, titles: list[str], path: str) -> str:
+def ecg_comparison(
+  real: np.ndarray,
+  fake: np.ndarray,
+  titles: list[str],
+  path: str,
+  *,
+  fake_rate: int = SAMPLING_RATE,
+  fake_name: str = "generated",
+) -> str:
   """One column pair (real | generated) per example, 12 stacked leads, in mV.
 
-  real, fake: (k, 12, 1000) with the same conditioning per row k.
+  real: (k, 12, 1000) at 100 Hz; fake: (k, 12, 10 * fake_rate), the same
+  conditioning per row k.
   """
   k = len(real)
-  t = np.arange(real.shape[-1]) / SAMPLING_RATE
+  times = {"real": np.arange(real.shape[-1]) / SAMPLING_RATE}
+  times[fake_name] = np.arange(fake.shape[-1]) / fake_rate
   fig, axes = plt.subplots(12, 2 * k, figsize=(4.2 * 2 * k, 12), sharex=True, squeeze=False)
   for j in range(k):
-    for col, (sig, kind) in enumerate(((real[j], "real"), (fake[j], "generated"))):
+    for col, (sig, kind) in enumerate(((real[j], "real"), (fake[j], fake_name))):
+      t = times[kind]
       lo, hi = np.percentile(np.concatenate([real[j], fake[j]]), [0.5, 99.5])
       pad = 0.1 * (hi - lo + 1e-3)
       for lead in range(12):

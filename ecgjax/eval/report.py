@@ -193,6 +193,19 @@ def _synth_best(df: pd.DataFrame) -> dict[str, object]:
   return best
 
 
+def markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+  """Any frame as a GitHub Markdown table (floats formatted, None/NaN as n/a)."""
+
+  def cell(v):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+      return "n/a"
+    return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+  lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + " --- |" * len(df.columns)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+  return "\n".join(lines) + "\n"
+
+
 def to_markdown(df: pd.DataFrame, bold_best: bool = True) -> str:
   """Table 1 as a GitHub Markdown table.
 

@@ -18,14 +18,13 @@ import jax
 import numpy as np
 
 import ecgjax
-from ecgjax import fileio
+from ecgjax import fileio, generators, metrics
 from ecgjax import policies as policies_lib
 from ecgjax.data import pipeline
-from ecgjax.diffusion import cohort
-from ecgjax.diffusion import generator as gen_lib
+from ecgjax.data.records import SAMPLING_RATE
 from ecgjax.errors import ConfigError
 from ecgjax.eval import judge as judge_lib
-from ecgjax.eval import metrics
+from ecgjax.generators import cohort
 from ecgjax.train import classifier as clf_lib
 
 METRICS = "metrics.json"
@@ -47,27 +46,122 @@ def code_version() -> str:
   return ecgjax.__version__
 
 
-def generate_signals(gen, cfg, mesh, draw_cond, labels, rows, out_dir, seed, progress=True):
-  """Generates (or finishes generating) a cohort in out_dir; returns its signals."""
-  cohort.generate_cohort(
-    gen, cfg.sample, mesh, draw_cond, labels, rows, out_dir, seed=seed, progress=progress
-  )
-  return cohort.read_cohort(out_dir)["signals"]
+def results_root(workdir: str, generator_kind: str) -> str:
+  """Where a generator kind's runs live: the workdir itself for the default generator
+  (so existing workdirs keep their layout), <workdir>/<kind>/ for the others. Below
+  it: tstr/<policy>/seed_<s>/, blend/frac_<f>/seed_<s>/, trts/seed_<s>/, report/."""
+  return workdir if generator_kind == generators.DEFAULT else os.path.join(workdir, generator_kind)
+
+
+def covered_columns(codes, generator_codes) -> np.ndarray:
+  """Indices of the label columns a generator renders (all of them when it says None)."""
+  if generator_codes is None:
+    return np.arange(len(codes))
+  missing = [c for c in generator_codes if c not in codes]
+  if missing:
+    raise ConfigError(f"the dataset's label set lacks {', '.join(missing)}")
+  return np.array([list(codes).index(c) for c in generator_codes])
+
+
+def policy_cohort(
+  policy: str,
+  key,
+  n: int,
+  out_dir: str,
+  seed: int,
+  *,
+  gen,
+  table,
+  mesh,
+  judge=None,
+  shard_size: int | None = None,
+  stop_after_shards: int | None = None,
+  progress: bool = True,
+) -> dict:
+  """Writes (or finishes) the synthetic cohort a policy draws to `out_dir`, resumably, and
+  returns its manifest; `cohort.read_cohort(out_dir)` then gives its signals, labels,
+  cond and (dataset) rows. A judge policy's pool goes to out_dir/pool.
+
+  Generated policies: one ECG per drawn tuple. Judge policies: a pool of
+  `pool_factor x n` tuples is generated and scored by the judge (a
+  (classifier, thresholds) pair), and the policy selects n of them; the
+  selection is written as a cohort too, so `out_dir` always ends up holding
+  the policy's cohort.
+  """
+  spec = policies_lib.get(policy)
+  if spec.source == policies_lib.REAL:
+    raise ConfigError(
+      f"--policy={policy} trains on real records, not on generated signals: there is no cohort "
+      f"to generate (use a policy with generated signals, e.g. real_matched)"
+    )
+  ds_rows = np.asarray(table.ds_rows)
+  if spec.source == policies_lib.JUDGE_POOL:
+    if judge is None:
+      raise ConfigError(f"--policy={policy} needs the judge to score its pool")
+    pool = spec.draw_pool(jax.random.fold_in(key, 7), table, n)
+    pool_dir = os.path.join(out_dir, "pool")
+    made = cohort.generate_cohort(
+      gen, mesh, pool.cond, pool.labels, ds_rows[np.asarray(pool.rows)], pool_dir,
+      seed=seed, shard_size=shard_size, stop_after_shards=stop_after_shards, progress=progress,
+    )  # fmt: skip
+    if not made["complete"]:
+      return made
+    pool_signals = cohort.read_cohort(pool_dir)["signals"]
+    clf, thresholds = judge
+    logits = clf.predict(pool_signals, mesh, logits=True)
+    draw = spec.fn(
+      key, table, n, pool=pool, judge_logits=logits, judge_probs=clf_lib.sigmoid(logits),
+      thresholds=thresholds,
+    )  # fmt: skip
+    pick = np.asarray(draw.pool_index)
+    cond = np.asarray(pool.cond)[pick]
+    # The selection, as a cohort of its own: the pool's signals, the policy's labels.
+    return cohort.write_cohort(
+      lambda c, start: pool_signals[pick[start : start + len(c)]],
+      cond,
+      np.asarray(draw.labels),
+      ds_rows[np.asarray(pool.rows)][pick],
+      out_dir,
+      seed=seed,
+      shard_size=shard_size or cohort.DEFAULT_SHARD_SIZE,
+      identity={**gen.identity, "policy": policy, "selected_from": "pool"},
+      notes=gen.cohort_notes(cond),
+      progress=progress,
+    )
+  draw = spec.fn(key, table, n)
+  return cohort.generate_cohort(
+    gen, mesh, draw.cond, draw.labels, ds_rows[np.asarray(draw.rows)], out_dir,
+    seed=seed, shard_size=shard_size, stop_after_shards=stop_after_shards, progress=progress,
+  )  # fmt: skip
 
 
 class Harness:
-  """Everything a TSTR run needs, loaded once per process and shared by seeds."""
+  """Everything a TSTR run needs, loaded once per process and shared by seeds.
+
+  The generator is `cfg.generator.kind`'s (docs/design.md §9); a generator
+  that renders only some codes (the simulator) restricts training and scoring
+  to those codes, for every policy of its runs.
+  """
 
   def __init__(self, cfg, mesh, ds, workdir, *, progress=True):
     self.cfg, self.mesh, self.ds, self.workdir, self.progress = cfg, mesh, ds, workdir, progress
+    self.kind = generators.for_config(cfg)
+    self.root = results_root(workdir, self.kind.name)
     self.table = policies_lib.make_table(ds)
+    self.columns = covered_columns(ds.codes, self.kind.codes)
+    self.codes = [ds.codes[i] for i in self.columns]
     self._gen = None
     self._judge = None
 
   @property
   def generator(self):
     if self._gen is None:
-      self._gen = gen_lib.load(self.workdir, self.cfg, self.ds.content_key)
+      self._gen = self.kind.load(self.cfg, self.ds, self.workdir)
+      if self._gen.sampling_rate != SAMPLING_RATE:
+        raise ConfigError(
+          f"the {self.kind.name} generator makes {self._gen.sampling_rate} Hz signals; the "
+          f"classifier and the real folds are {SAMPLING_RATE} Hz"
+        )
     return self._gen
 
   @property
@@ -77,79 +171,55 @@ class Harness:
     return self._judge
 
   def draw_signals(self, policy: str, key, n: int, run_dir: str, seed: int):
-    """(signals, labels, generator budget) of the training cohort of a policy.
+    """(signals, labels (n, 71), generator budget) of the training cohort of a policy.
 
     Dispatches on the registry's `source`: real signals, one generated ECG per
     drawn tuple, or a judge-scored generated pool the policy selects from.
     """
-    ds, table = self.ds, self.table
     spec = policies_lib.get(policy)
     if spec.source == policies_lib.REAL:
-      draw = spec.fn(key, table, n)
-      rows = np.asarray(table.ds_rows)[np.asarray(draw.rows)]
-      return np.asarray(ds.signals[rows]), np.asarray(draw.labels), spec.generator_budget(n)
-    if spec.source == policies_lib.JUDGE_POOL:
-      pool = spec.draw_pool(jax.random.fold_in(key, 7), table, n)
-      signals = generate_signals(
-        self.generator,
-        self.cfg,
-        self.mesh,
-        pool.cond,
-        pool.labels,
-        pool.rows,
-        os.path.join(run_dir, "cohort"),
-        seed,
-        self.progress,
-      )
-      judge, thresholds = self.judge
-      logits = judge.predict(signals, self.mesh, logits=True)
-      draw = spec.fn(
-        key,
-        table,
-        n,
-        pool=pool,
-        judge_logits=logits,
-        judge_probs=clf_lib.sigmoid(logits),
-        thresholds=thresholds,
-      )
-      signals = signals[np.asarray(draw.pool_index)]
-      return signals, np.asarray(draw.labels), spec.generator_budget(n)
-    draw = spec.fn(key, table, n)
-    signals = generate_signals(
-      self.generator,
-      self.cfg,
-      self.mesh,
-      draw.cond,
-      draw.labels,
-      draw.rows,
-      os.path.join(run_dir, "cohort"),
+      draw = spec.fn(key, self.table, n)
+      rows = np.asarray(self.table.ds_rows)[np.asarray(draw.rows)]
+      return np.asarray(self.ds.signals[rows]), np.asarray(draw.labels), spec.generator_budget(n)
+    out = os.path.join(run_dir, "cohort")
+    policy_cohort(
+      policy,
+      key,
+      n,
+      out,
       seed,
-      self.progress,
+      gen=self.generator,
+      table=self.table,
+      mesh=self.mesh,
+      judge=self.judge if spec.source == policies_lib.JUDGE_POOL else None,
+      progress=self.progress,
     )
-    return signals, np.asarray(draw.labels), spec.generator_budget(n)
+    made = cohort.read_cohort(out)
+    return made["signals"], made["labels"], spec.generator_budget(n)
 
   def fit_and_score(self, signals, labels, seed, run_dir):
     ds = self.ds
     va, te = np.flatnonzero(ds.val_mask), np.flatnonzero(ds.test_mask)
     val_signals, test_signals = np.asarray(ds.signals[va]), np.asarray(ds.signals[te])
+    cols = self.columns
     clf = clf_lib.train_classifier(
       self.cfg.classifier,
       signals,
-      labels,
+      np.asarray(labels)[:, cols],
       val_signals,
-      ds.labels[va],
+      ds.labels[va][:, cols],
       mesh=self.mesh,
       ckpt_dir=os.path.join(run_dir, "classifier"),
       seed=seed,
       progress=self.progress,
     )
     summary = metrics.summarize(
-      ds.labels[te],
+      ds.labels[te][:, cols],
       clf.predict(test_signals, self.mesh),
-      ds.labels[va],
+      ds.labels[va][:, cols],
       clf.predict(val_signals, self.mesh),
-      ds.labels[ds.train_mask],
-      list(ds.codes),
+      ds.labels[ds.train_mask][:, cols],
+      self.codes,
       min_test_positives=self.cfg.tstr.min_test_positives,
       n_boot=self.cfg.tstr.n_boot,
       seed=seed,
@@ -168,9 +238,9 @@ class Harness:
     """One run; returns (metrics, skipped)."""
     n = n or self.cfg.tstr.n
     if kind == "blend":
-      run_dir = os.path.join(self.workdir, "blend", f"frac_{real_fraction:g}", f"seed_{seed}")
+      run_dir = os.path.join(self.root, "blend", f"frac_{real_fraction:g}", f"seed_{seed}")
     else:
-      run_dir = os.path.join(self.workdir, "tstr", policy, f"seed_{seed}")
+      run_dir = os.path.join(self.root, "tstr", policy, f"seed_{seed}")
     path = os.path.join(run_dir, METRICS)
     if pipeline.process0_decides(np.bool_(os.path.isfile(path))):
       with open(path) as f:
@@ -199,6 +269,8 @@ class Harness:
     record = {
       "policy": policy,
       "seed": seed,
+      "generator": self.kind.name,
+      "codes": self.codes,
       "n_train": int(len(signals)),
       "generator_budget": int(budget),
       "macro_auroc": summary["macro_auroc"],

@@ -19,11 +19,27 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 NUM_LABELS = 71
 NUM_DEMOGRAPHICS = 5
 COND_DIM = NUM_LABELS + NUM_DEMOGRAPHICS
 COND_EMBEDDINGS = ("linear", "nle")
+
+
+def check_cond(cond) -> np.ndarray:
+  """`cond` as a finite (n, 76) float32 host array, or a ConfigError saying what is wrong."""
+  from ecgjax.errors import ConfigError
+
+  cond = np.asarray(cond)
+  if cond.ndim != 2 or cond.shape[1] != COND_DIM:
+    raise ConfigError(
+      f"cond has shape {cond.shape}; a generator takes (n, {COND_DIM}) "
+      f"conditioning vectors (71 labels + 5 demographics)"
+    )
+  if not np.isfinite(cond).all():
+    raise ConfigError("cond contains non-finite values")
+  return cond.astype(np.float32)
 
 
 def split_cond(cond):

@@ -9,22 +9,13 @@ be restored onto another.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 
 from ecgjax.errors import CheckpointError
-
-
-def fingerprint(obj: Any) -> str:
-  """A short stable hash of a JSON-able description (config section, data key)."""
-  text = json.dumps(obj, sort_keys=True, default=str)
-  return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def abstract_like(tree, sharding=None):

@@ -20,15 +20,15 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ecgjax import configs as configs_lib
+from ecgjax import fingerprints, metrics
 from ecgjax.data import pipeline
 from ecgjax.data.records import NUM_SAMPLES
 from ecgjax.data.signals import lead_stats, standardise
 from ecgjax.errors import ConfigError
-from ecgjax.eval import metrics
+from ecgjax.fingerprints import fingerprint
 from ecgjax.models import xresnet1d
 from ecgjax.train import loop
-from ecgjax.train.checkpoint import Checkpointer, fingerprint
+from ecgjax.train.checkpoint import Checkpointer
 from ecgjax.train.state import TrainState
 
 ARCHS = {"xresnet1d50": xresnet1d.xresnet1d50, "xresnet1d101": xresnet1d.xresnet1d101}
@@ -146,7 +146,9 @@ def predict(
   return out if logits else sigmoid(out)
 
 
-def make_step(model, tx, mean, std):
+def make_step(model, tx, mean, std, pos_weight=None):
+  """One training step: BCE on the labels, positives of class k weighted by pos_weight[k]
+  (PyTorch's BCEWithLogitsLoss(pos_weight=...) for hard labels)."""
   mean, std = jnp.asarray(mean), jnp.asarray(std)
 
   def step(state: TrainState, batch, key):
@@ -161,7 +163,10 @@ def make_step(model, tx, mean, std):
         mutable=["batch_stats"],
         rngs={"dropout": key},
       )
-      loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+      loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"])
+      if pos_weight is not None:
+        loss = loss * (1.0 + (jnp.asarray(pos_weight) - 1.0) * batch["label"])
+      loss = loss.mean()
       return loss, updates["batch_stats"]
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -189,13 +194,18 @@ def train_classifier(
   progress: bool = True,
   stop_after_epochs: int | None = None,
   desc: str = "classifier",
+  pos_weight: np.ndarray | None = None,
+  init_variables: dict | None = None,
 ) -> Classifier:
   """Trains for `ccfg.epochs` epochs with `loop.fit`; returns the best-on-validation classifier.
 
   After every epoch the macro AUROC on the validation signals (predicted with
   the same protocol) decides whether the epoch's weights become the best;
   the best weights travel in fit's checkpointed carry, so a resumed run picks
-  the same epoch as an uninterrupted one.
+  the same epoch as an uninterrupted one. Signals may have any number of leads
+  (e.g. lead II alone). pos_weight (K,): weight of each class's positives in
+  the loss. init_variables: start from these weights (fine-tuning a pre-trained
+  classifier) instead of a fresh initialisation.
   """
   crop, stride = check_protocol(ccfg)
   n = len(train_signals)
@@ -213,7 +223,17 @@ def train_classifier(
   tx = optax.adamw(lr, weight_decay=ccfg.weight_decay)
   key = jax.random.PRNGKey(seed)
   length = crop or train_signals.shape[-1]
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, length)), train=False))(key)
+  leads = train_signals.shape[1]
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, leads, length)), train=False))(key)
+  if init_variables is not None:
+    if jax.tree.structure(init_variables) != jax.tree.structure(variables) or any(
+      a.shape != b.shape
+      for a, b in zip(jax.tree.leaves(init_variables), jax.tree.leaves(variables))
+    ):
+      raise ConfigError(
+        "init_variables do not fit this classifier (architecture, leads or classes)"
+      )
+    variables = jax.tree.map(jnp.asarray, init_variables)
   state = TrainState.create(variables["params"], tx, batch_stats=variables["batch_stats"])
   carry = {
     # A copy: the train step donates the state's buffers, which must not be the carry's.
@@ -231,7 +251,14 @@ def train_classifier(
   )
   ckpt = None
   if ckpt_dir is not None:
-    describe = {"classifier": configs_lib.describe(ccfg), "n": n, "seed": seed}
+    describe = {
+      "classifier": fingerprints.describe(ccfg),
+      "n": n,
+      "seed": seed,
+      "leads": leads,
+      "pos_weight": None if pos_weight is None else np.asarray(pos_weight).tolist(),
+      "fine_tuned": init_variables is not None,
+    }
     ckpt = Checkpointer(
       ckpt_dir,
       meta={"fingerprint": fingerprint(describe), "describe": describe},
@@ -255,7 +282,7 @@ def train_classifier(
   try:
     state, carry = loop.fit(
       state,
-      loop.jit_train_step(make_step(model, tx, mean, std), mesh),
+      loop.jit_train_step(make_step(model, tx, mean, std, pos_weight), mesh),
       data,
       num_steps=total,
       mesh=mesh,
@@ -308,6 +335,9 @@ def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
     # The prediction protocol the weights were trained for; a loaded classifier keeps it.
     "crop": clf.crop,
     "crop_stride": clf.crop_stride,
+    # Its shape: outputs and input leads (the judge: 71 and 12).
+    "num_classes": int(clf.model.num_classes),
+    "leads": int(np.shape(clf.mean)[0]),
   }
   tree = {"variables": clf.variables, "mean": clf.mean, "std": clf.std, **(extra or {})}
   ckpt = Checkpointer(path, meta=meta, max_to_keep=1)
@@ -322,22 +352,23 @@ def load(path: str, ccfg, extra_template: dict | None = None) -> tuple[Classifie
 
   if not os.path.isdir(path):
     raise CheckpointError(f"no classifier checkpoint at {path}")
-  model = build_model(ccfg)
-  variables = jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000)), train=False)
-  )
-  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-  template = {
-    "variables": dict(variables),
-    "mean": f32(12),
-    "std": f32(12),
-    **(extra_template or {}),
-  }
   describe = _export_describe(ccfg)
   ckpt = Checkpointer(
     path, meta={"fingerprint": fingerprint(describe), "describe": describe}, create=False
   )
   meta = ckpt.read_meta()
+  leads = int(meta.get("leads", 12))
+  model = build_model(ccfg, int(meta.get("num_classes", 71)))
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, leads, 1000)), train=False)
+  )
+  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  template = {
+    "variables": dict(variables),
+    "mean": f32(leads),
+    "std": f32(leads),
+    **(extra_template or {}),
+  }
   cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   tree = ckpt.restore(template, sharding=cpu)
   ckpt.close()

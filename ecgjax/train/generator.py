@@ -17,16 +17,20 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from ecgjax import configs as configs_lib
+from ecgjax import fingerprints
 from ecgjax.data import pipeline
 from ecgjax.data.signals import standardise
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.diffusion.loss import diffusion_loss
+from ecgjax.fingerprints import fingerprint
 from ecgjax.models.embeddings import COND_DIM
 from ecgjax.models.vae import VAE, kl_divergence
 from ecgjax.train import loop
-from ecgjax.train.checkpoint import Checkpointer, fingerprint
+from ecgjax.train.checkpoint import Checkpointer
 from ecgjax.train.state import TrainState, adamw
+
+# <workdir>/generator/: checkpoints of both stages, metrics.jsonl, plots and the export.
+GENERATOR_DIR = "generator"
 
 
 def make_vae_step(vae: VAE, tx, kl_weight: float, mean, std):
@@ -86,12 +90,14 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
   )
   meta = {
     "fingerprint": fingerprint(
-      [configs_lib.describe(cfg.vae), configs_lib.describe(tcfg), ds.content_key]
+      [fingerprints.describe(cfg.vae), fingerprints.describe(tcfg), ds.content_key]
     ),
-    "describe": {"vae": configs_lib.describe(cfg.vae), "train_vae": configs_lib.describe(tcfg)},
+    "describe": {"vae": fingerprints.describe(cfg.vae), "train_vae": fingerprints.describe(tcfg)},
   }
   ckpt = Checkpointer(
-    os.path.join(workdir, "generator", "vae"), meta=meta, save_interval_steps=tcfg.checkpoint_every
+    os.path.join(workdir, GENERATOR_DIR, "vae"),
+    meta=meta,
+    save_interval_steps=tcfg.checkpoint_every,
   )
   step = loop.jit_train_step(make_vae_step(vae, tx, tcfg.kl_weight, mean, std), mesh)
   state = loop.fit(
@@ -104,7 +110,7 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
     checkpointer=ckpt,
     log_every=tcfg.log_every,
     desc="vae",
-    metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"),
+    metrics_path=os.path.join(workdir, GENERATOR_DIR, "metrics.jsonl"),
     lr_fn=lr,
     stop_after=stop_after,
     progress=progress,
@@ -151,16 +157,18 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
     )
   )
   describe = {
-    "unet": configs_lib.describe(cfg.unet),
-    "train_unet": configs_lib.describe(tcfg),
-    "diffusion": configs_lib.describe(cfg.diffusion),
+    "unet": fingerprints.describe(cfg.unet),
+    "train_unet": fingerprints.describe(tcfg),
+    "diffusion": fingerprints.describe(cfg.diffusion),
   }
   meta = {
     "fingerprint": fingerprint([describe, float(latent_scale), ds.content_key]),
     "describe": describe,
   }
   ckpt = Checkpointer(
-    os.path.join(workdir, "generator", "unet"), meta=meta, save_interval_steps=tcfg.checkpoint_every
+    os.path.join(workdir, GENERATOR_DIR, "unet"),
+    meta=meta,
+    save_interval_steps=tcfg.checkpoint_every,
   )
   step = loop.jit_train_step(
     make_unet_step(
@@ -178,10 +186,30 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
     checkpointer=ckpt,
     log_every=tcfg.log_every,
     desc="unet",
-    metrics_path=os.path.join(workdir, "generator", "metrics.jsonl"),
+    metrics_path=os.path.join(workdir, GENERATOR_DIR, "metrics.jsonl"),
     lr_fn=lr,
     stop_after=stop_after,
     progress=progress,
   )
   ckpt.close()
   return jax.device_get(state.ema_params), latent_scale, state.step
+
+
+def train_generator(cfg, ds, workdir: str, mesh: Mesh, *, progress: bool = True) -> dict:
+  """Both stages on the already loaded dataset; returns the parameters to export.
+
+  {'vae', 'unet' (EMA weights), 'latent_scale', 'signal_mean', 'signal_std'}:
+  the tree `diffusion.generator.param_template` describes. Each stage resumes
+  from its checkpoint under <workdir>/generator/.
+  """
+  vae_params, mean, std, _ = train_vae(cfg, ds, workdir, mesh, progress=progress)
+  unet_params, scale, _ = train_unet(
+    cfg, ds, workdir, mesh, vae_params, mean, std, progress=progress
+  )
+  return {
+    "vae": vae_params,
+    "unet": unet_params,
+    "latent_scale": np.float32(scale),
+    "signal_mean": mean,
+    "signal_std": std,
+  }

@@ -21,8 +21,10 @@ from tqdm.auto import tqdm
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
 from ecgjax.fileio import atomic_write
+from ecgjax.models.embeddings import check_cond
 
 MANIFEST = "manifest.json"
+DEFAULT_SHARD_SIZE = 1024  # samples per .npz shard, the unit of resumption
 
 
 def _digest(*arrays) -> str:
@@ -55,14 +57,16 @@ def write_cohort(
   seed: int,
   shard_size: int,
   identity: dict,
+  notes: dict | None = None,
   stop_after_shards: int | None = None,
   progress: bool = True,
 ) -> dict:
   """Generates what is missing of the cohort in `out_dir`; returns the manifest.
 
-  generate_fn(cond_block, start) -> signals (k, 12, 1000), for samples
+  generate_fn(cond_block, start) -> signals (k, 12, T), for samples
   start .. start + k - 1. `identity` (generator fingerprint, sampler settings)
-  must match a manifest already there, as must the cohort's conditioning.
+  must match a manifest already there, as must the cohort's conditioning;
+  `notes` (what the generator renders, and how) are stored but not compared.
   stop_after_shards: write at most this many new shards (simulates a kill).
   """
   n = len(cond)
@@ -81,6 +85,8 @@ def write_cohort(
   manifest = read_manifest(out_dir)
   if manifest is None:
     manifest = {**want, "shards": [], "complete": False}
+  if notes is not None:
+    manifest["notes"] = notes
   else:
     stale = sorted(k for k in want if manifest.get(k) != want[k])
     if stale:
@@ -142,7 +148,6 @@ def write_cohort(
 
 def generate_cohort(
   gen,
-  sample_cfg,
   mesh,
   cond,
   labels,
@@ -154,34 +159,20 @@ def generate_cohort(
   stop_after_shards: int | None = None,
   progress: bool = True,
 ) -> dict:
-  """`write_cohort` with a trained generator: sample i keyed by fold_in(fold_in(PRNGKey(seed), 1), i)."""
+  """`write_cohort` with any generator (ecgjax/generators/base.py): sample i keyed by
+  fold_in(fold_in(PRNGKey(seed), 1), i); the generator's identity names the cohort."""
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-  s = sample_cfg
-  fn = lambda c, start: gen.generate(
-    c,
-    key,
-    mesh=mesh,
-    num_steps=s.num_steps,
-    cfg_scale=s.cfg_scale,
-    eta=s.eta,
-    batch_size=s.batch_size,
-    start=start,
-  )
-  identity = {
-    "generator": gen.fingerprint,
-    "num_steps": s.num_steps,
-    "cfg_scale": s.cfg_scale,
-    "eta": s.eta,
-  }
+  cond = check_cond(cond)
   return write_cohort(
-    fn,
-    np.asarray(cond, np.float32),
+    lambda c, start: gen.generate(c, key, mesh=mesh, start=start),
+    cond,
     np.asarray(labels),
     np.asarray(rows),
     out_dir,
     seed=seed,
-    shard_size=shard_size or max(s.batch_size, 1024),
-    identity=identity,
+    shard_size=shard_size or DEFAULT_SHARD_SIZE,
+    identity=dict(gen.identity),
+    notes=gen.cohort_notes(cond),
     stop_after_shards=stop_after_shards,
     progress=progress,
   )

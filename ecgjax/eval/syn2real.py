@@ -1,0 +1,441 @@
+"""Paper 002's Syn-to-Real experiments on real PTB-XL folds (docs/design.md §9).
+
+For each class (AFIB, AFLT, PVC, WPW) against NORM and each lead setting (lead
+II alone, all 12 leads), three regimes train a binary classifier:
+
+  real      on the real train folds (1-8): positives have the class, negatives
+            are NORM records without it; positives weighted n_neg / n_pos;
+  syn       on the simulator's cohort only (n_syn recordings, half positive);
+  syn_real  the `syn` model fine-tuned on the real train folds, as `real`.
+
+Every model picks its epoch on the real validation fold (9) and is scored on
+the real test fold (10): F1 at threshold 0.5 and AUPRC (scikit-learn), mean
++- sample std over seeds, and the relative gain of syn_real over real. The
+reduced-positives sweep caps the real train positives at each count of
+`caps` (a seeded random subset; all negatives kept) for real and syn_real.
+
+A run writes <root>/lead_<L>/<code>/<regime>/[cap_<k>/]seed_<s>/metrics.json
+atomically and is skipped when that exists; a `syn` run also exports its model
+(`model/`), which the syn_real runs of every cap fine-tune. A metric the test
+fold cannot define (no positive there) is None, and a regime that has no real
+positive to learn from is recorded as not run, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import average_precision_score, f1_score  # noqa: E402
+
+from ecgjax import fileio, generators  # noqa: E402
+from ecgjax.data import pipeline  # noqa: E402
+from ecgjax.errors import ConfigError  # noqa: E402
+from ecgjax.eval import report  # noqa: E402
+from ecgjax.models.embeddings import NUM_LABELS  # noqa: E402
+from ecgjax.train import classifier as clf_lib  # noqa: E402
+
+CLASSES = ("AFIB", "AFLT", "PVC", "WPW")
+NEGATIVE = "NORM"
+LEAD_SETTINGS = {"II": (1,), "12": tuple(range(12))}
+REGIMES = ("real", "syn", "syn_real")
+ALL = "all"
+METRICS = "metrics.json"
+
+
+def parse_caps(text: str) -> list[int | str]:
+  """'5,10,20,50,all' -> [5, 10, 20, 50, 'all']."""
+  caps: list[int | str] = []
+  for part in (p.strip() for p in str(text).split(",") if p.strip()):
+    if part == ALL:
+      caps.append(ALL)
+      continue
+    try:
+      value = int(part)
+    except ValueError:
+      value = 0
+    if value <= 0:
+      raise ConfigError(
+        f"--config.syn2real.caps={text!r}: positive integers or 'all', comma-separated"
+      )
+    caps.append(value)
+  if not caps:
+    raise ConfigError(f"--config.syn2real.caps={text!r}: give at least one count (or 'all')")
+  return caps
+
+
+def check_choice(name: str, values, allowed) -> list[str]:
+  values = [v.strip() for v in str(values).split(",") if v.strip()]
+  bad = [v for v in values if v not in allowed]
+  if bad or not values:
+    raise ConfigError(
+      f"--config.syn2real.{name}={','.join(values)!r}: choose from {', '.join(allowed)}"
+    )
+  return values
+
+
+def binary_rows(ds, code: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(rows, y) of a split: records with `code` (y = 1) or NORM without it (y = 0)."""
+  codes = list(ds.codes)
+  pos = ds.labels[:, codes.index(code)]
+  neg = ds.labels[:, codes.index(NEGATIVE)] & ~pos
+  rows = np.flatnonzero(mask & (pos | neg))
+  return rows, pos[rows].astype(np.float32)
+
+
+def cap_positives(rows, y, cap, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """All negatives and at most `cap` positives (a random subset, seeded)."""
+  pos = np.flatnonzero(y > 0.5)
+  if cap == ALL or cap >= len(pos):
+    return rows, y
+  keep_pos = np.random.default_rng(seed).choice(pos, size=cap, replace=False)
+  keep = np.sort(np.concatenate([np.flatnonzero(y < 0.5), keep_pos]))
+  return rows[keep], y[keep]
+
+
+def scores(y_true, prob) -> dict:
+  """F1 at 0.5 and AUPRC on the test fold; None where the fold has no positive."""
+  y_true = np.asarray(y_true) > 0.5
+  prob = np.asarray(prob).reshape(-1)
+  if not y_true.any():
+    return {"f1": None, "auprc": None, "n_pos": 0, "n": int(len(y_true))}
+  return {
+    "f1": float(f1_score(y_true, prob >= 0.5, zero_division=0)),
+    "auprc": float(average_precision_score(y_true, prob)),
+    "n_pos": int(y_true.sum()),
+    "n": int(len(y_true)),
+  }
+
+
+def synthetic_cond(ds, code: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(cond (n, 76), y (n,)): n // 2 positives labelled `code`, the rest NORM + SR, with
+  demographics of random train-fold records."""
+  codes = list(ds.codes)
+  rng = np.random.default_rng(seed)
+  n_pos = n // 2
+  y = np.concatenate([np.ones(n_pos), np.zeros(n - n_pos)]).astype(np.float32)
+  labels = np.zeros((n, NUM_LABELS), np.float32)
+  labels[:n_pos, codes.index(code)] = 1
+  labels[n_pos:, codes.index(NEGATIVE)] = 1
+  labels[n_pos:, codes.index("SR")] = 1
+  demo = ds.demo_z[rng.choice(np.flatnonzero(ds.train_mask), size=n)]
+  return np.concatenate([labels, demo], axis=1), y
+
+
+class Syn2Real:
+  def __init__(self, cfg, mesh, ds, workdir: str, *, progress: bool = True):
+    self.cfg, self.mesh, self.ds, self.progress = cfg, mesh, ds, progress
+    self.root = os.path.join(workdir, "syn2real")
+    self.sim = generators.get("simulator").load(cfg, ds, workdir)
+    if self.sim.sampling_rate != 100:
+      raise ConfigError("syn2real trains on 100 Hz signals: use the simulator's sampling_rate=100")
+    self.splits = {
+      code: {
+        name: binary_rows(ds, code, mask)
+        for name, mask in (("train", ds.train_mask), ("val", ds.val_mask), ("test", ds.test_mask))
+      }
+      for code in CLASSES
+    }
+
+  def counts(self) -> pd.DataFrame:
+    """Positives and negatives per class and split (what the figures rest on)."""
+    rows = []
+    for code, splits in self.splits.items():
+      row = {"class": code}
+      for name, (_, y) in splits.items():
+        row[f"{name}_pos"] = int(y.sum())
+        row[f"{name}_neg"] = int(len(y) - y.sum())
+      rows.append(row)
+    return pd.DataFrame(rows)
+
+  def run_dir(self, leads: str, code: str, regime: str, seed: int, cap=None) -> str:
+    parts = [self.root, f"lead_{leads}", code, regime]
+    if regime != "syn":
+      parts.append(f"cap_{cap}")
+    return os.path.join(*parts, f"seed_{seed}")
+
+  def _signals(self, rows, leads):
+    return np.asarray(self.ds.signals[rows])[:, list(LEAD_SETTINGS[leads])]
+
+  def _fit(self, train_x, train_y, seed, run_dir, *, init=None, desc=""):
+    va_rows, va_y = self._val
+    n_pos = float(train_y.sum())
+    pos_weight = np.array([(len(train_y) - n_pos) / n_pos], np.float32) if n_pos else None
+    return clf_lib.train_classifier(
+      self.cfg.classifier,
+      train_x,
+      train_y[:, None],
+      self._signals(va_rows, self._leads),
+      va_y[:, None],
+      mesh=self.mesh,
+      ckpt_dir=os.path.join(run_dir, "classifier"),
+      seed=seed,
+      progress=self.progress,
+      desc=desc,
+      pos_weight=pos_weight,
+      init_variables=init,
+    )
+
+  def _finish(self, run_dir: str, record: dict) -> dict:
+    if jax.process_index() == 0:
+      fileio.write_json(os.path.join(run_dir, METRICS), record)
+      shutil.rmtree(os.path.join(run_dir, "classifier"), ignore_errors=True)
+    return record
+
+  def _done(self, run_dir: str) -> dict | None:
+    path = os.path.join(run_dir, METRICS)
+    if pipeline.process0_decides(np.bool_(os.path.isfile(path))):
+      with open(path) as f:
+        return json.load(f)
+    return None
+
+  def syn_model(self, leads: str, code: str, seed: int):
+    """The `syn` run (trained and exported once; later calls load it) and its record."""
+    run_dir = self.run_dir(leads, code, "syn", seed)
+    model_dir = os.path.join(run_dir, "model")
+    record = self._done(run_dir)
+    if record is not None and os.path.isdir(model_dir):
+      return clf_lib.load(model_dir, self.cfg.classifier)[0], record
+    n = int(self.cfg.syn2real.n_syn)
+    cond, y = synthetic_cond(self.ds, code, n, seed)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), CLASSES.index(code) + 1)
+    signals = self.sim.generate(cond, key, mesh=self.mesh)[:, list(LEAD_SETTINGS[leads])]
+    clf = self._fit(signals, y, seed, run_dir, desc=f"syn {code} lead {leads}")
+    if jax.process_index() == 0:
+      clf_lib.export(model_dir, clf, self.cfg.classifier)
+    record = self._record(leads, code, "syn", seed, None, clf, n_train=n, n_train_pos=n // 2)
+    return clf, self._finish(run_dir, record)
+
+  def _record(self, leads, code, regime, seed, cap, clf, *, n_train, n_train_pos, note=None):
+    te_rows, te_y = self.splits[code]["test"]
+    result = (
+      scores(te_y, clf.predict(self._signals(te_rows, leads), self.mesh))
+      if clf is not None
+      else {"f1": None, "auprc": None, "n_pos": int(te_y.sum()), "n": int(len(te_y))}
+    )
+    return {
+      "leads": leads,
+      "class": code,
+      "regime": regime,
+      "seed": seed,
+      "cap": cap,
+      "n_train": int(n_train),
+      "n_train_pos": int(n_train_pos),
+      "test": result,
+      "best_epoch": None if clf is None else clf.best_epoch,
+      "note": note,
+      "arch": self.cfg.classifier.arch,
+    }
+
+  def run(self, leads: str, code: str, regime: str, seed: int, cap=ALL) -> tuple[dict, bool]:
+    """One run; returns (record, finished earlier)."""
+    self._leads = leads
+    self._val = self.splits[code]["val"]
+    if regime == "syn":
+      run_dir = self.run_dir(leads, code, "syn", seed)
+      done = self._done(run_dir)
+      if done is not None:
+        return done, True
+      return self.syn_model(leads, code, seed)[1], False
+    tr_rows, tr_y = self.splits[code]["train"]
+    rows, y = cap_positives(tr_rows, tr_y, cap, seed)
+    # A cap at or above the available positives is the `all` run: reuse it.
+    effective = ALL if cap == ALL or cap >= int(tr_y.sum()) else cap
+    run_dir = self.run_dir(leads, code, regime, seed, effective)
+    done = self._done(run_dir)
+    if done is not None:
+      return {**done, "cap": cap}, True
+    n_pos = int(y.sum())
+    if n_pos == 0:
+      note = "not run: no real positive in the train folds"
+      record = self._record(
+        leads, code, regime, seed, effective, None, n_train=len(y), n_train_pos=0, note=note
+      )
+      return self._finish(run_dir, record), False
+    init = None
+    if regime == "syn_real":
+      init = self.syn_model(leads, code, seed)[0].variables
+      self._leads, self._val = leads, self.splits[code]["val"]
+    clf = self._fit(
+      self._signals(rows, leads), y, seed, run_dir, init=init, desc=f"{regime} {code} lead {leads}"
+    )
+    record = self._record(
+      leads, code, regime, seed, effective, clf, n_train=len(y), n_train_pos=n_pos
+    )
+    return {**self._finish(run_dir, record), "cap": cap}, False
+
+
+def _mean_std(values) -> tuple[float | None, float | None, int]:
+  v = np.array([x for x in values if x is not None], float)
+  if not len(v):
+    return None, None, 0
+  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def _fmt(mean, std, n) -> str:
+  return "n/a" if mean is None else f"{mean:.3f} ± {std:.3f}" + ("" if n > 1 else " (1 seed)")
+
+
+def _gain(synreal, real):
+  if synreal is None or real is None or real == 0:
+    return None
+  return (synreal - real) / real
+
+
+def summary(records: list[dict]) -> pd.DataFrame:
+  """Main table: one row per lead setting and class; F1 and AUPRC per regime (all real
+  positives) and the relative gain of syn_real over real."""
+  rows = []
+  key = lambda r: (r["leads"], r["class"])
+  for leads, code in sorted(
+    {key(r) for r in records}, key=lambda k: (k[0] != "II", CLASSES.index(k[1]))
+  ):
+    row = {"leads": leads, "class": code}
+    means = {}
+    for regime in REGIMES:
+      sel = [
+        r for r in records
+        if key(r) == (leads, code) and r["regime"] == regime and r["cap"] in (None, ALL)
+      ]  # fmt: skip
+      for metric in ("f1", "auprc"):
+        m, s, n = _mean_std(r["test"][metric] for r in sel)
+        means[(regime, metric)] = m
+        row[f"{regime} {metric}"] = _fmt(m, s, n)
+      notes = {r["note"] for r in sel if r.get("note")}
+      if notes:
+        row[f"{regime} note"] = "; ".join(sorted(notes))
+    for metric in ("f1", "auprc"):
+      g = _gain(means[("syn_real", metric)], means[("real", metric)])
+      row[f"gain {metric}"] = "n/a" if g is None else f"{100 * g:+.1f} %"
+    rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def sweep(records: list[dict]) -> pd.DataFrame:
+  """Reduced-positives table: per lead setting, class and cap, mean F1 (and AUPRC) of real
+  and syn_real, the positives actually used, and the relative gains."""
+  rows = []
+  caps = sorted(
+    {r["cap"] for r in records if r["regime"] != "syn"},
+    key=lambda c: (c == ALL, c if c != ALL else 0),
+  )
+  for leads in sorted({r["leads"] for r in records}, key=lambda s: s != "II"):
+    for code in CLASSES:
+      for cap in caps:
+        sel = {
+          regime: [
+            r for r in records
+            if (r["leads"], r["class"], r["regime"], r["cap"]) == (leads, code, regime, cap)
+          ]
+          for regime in ("real", "syn_real")
+        }  # fmt: skip
+        if not sel["real"]:
+          continue
+        row = {
+          "leads": leads,
+          "class": code,
+          "cap": cap,
+          "positives": sel["real"][0]["n_train_pos"],
+        }
+        for metric in ("f1", "auprc"):
+          real = _mean_std(r["test"][metric] for r in sel["real"])[0]
+          synreal = _mean_std(r["test"][metric] for r in sel["syn_real"])[0]
+          row[f"real {metric}"], row[f"syn_real {metric}"] = real, synreal
+          row[f"gain {metric}"] = _gain(synreal, real)
+        rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def plot_sweep(df: pd.DataFrame, path: str) -> str:
+  """Relative F1 gain of syn_real over real against the real positives used, per class;
+  one panel per lead setting. Points without a defined gain are left out (and said so)."""
+  settings = list(dict.fromkeys(df["leads"])) if len(df) else ["II"]
+  fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
+  for ax, leads in zip(axes[0], settings):
+    sub = df[df["leads"] == leads] if len(df) else df
+    plotted = 0
+    for code in CLASSES:
+      c = sub[(sub["class"] == code) & sub["gain f1"].notna()] if len(sub) else sub
+      if len(c):
+        ax.plot(c["positives"], 100 * c["gain f1"].astype(float), "o-", label=code)
+        plotted += 1
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("real positives in training")
+    ax.set_ylabel("F1 gain of Syn→Real over Real (%)")
+    ax.set_title(f"lead {leads}" if leads == "II" else f"{leads} leads")
+    if plotted:
+      ax.legend()
+    else:
+      ax.text(0.5, 0.5, "no class has a defined gain\n(test positives or F1 = 0)", ha="center",
+              va="center", transform=ax.transAxes)  # fmt: skip
+  fig.tight_layout()
+  with fileio.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=90, format="png")
+  plt.close(fig)
+  return path
+
+
+def collect(root: str) -> list[dict]:
+  out = []
+  for dirpath, _, files in os.walk(root):
+    if METRICS in files:
+      with open(os.path.join(dirpath, METRICS)) as f:
+        out.append(json.load(f))
+  return out
+
+
+def write_report(records: list[dict], counts: pd.DataFrame, caps, out_dir: str) -> dict[str, str]:
+  """syn2real.md / .csv (main table), sweep.csv and gain_vs_positives.png, atomically."""
+  main = summary(records)
+  # Each requested cap maps to the run that served it (caps at or above the positives
+  # available are the `all` run).
+  expanded = []
+  for r in records:
+    if r["regime"] == "syn":
+      continue
+    if r["cap"] == ALL:
+      expanded += [{**r, "cap": c} for c in caps if c == ALL or c >= r["n_train_pos"]]
+    else:
+      expanded.append(r)
+  sw = sweep(expanded)
+  written = {}
+  md = [
+    "# Syn→Real (paper 002) on real PTB-XL folds",
+    "",
+    "Test fold 10; F1 at 0.5 and AUPRC, mean ± sample std over seeds; gain = "
+    "(Syn→Real − Real) / Real. n/a: undefined (no positive in the test fold, or none "
+    "in the train folds to learn from).",
+    "",
+    "## Records per class and split (positives: the class; negatives: NORM without it)",
+    "",
+    report.markdown(counts),
+    "",
+    "## All real positives",
+    "",
+    report.markdown(main),
+    "",
+    "## Reduced positives (F1; the plot: gain_vs_positives.png)",
+    "",
+    report.markdown(sw) if len(sw) else "(no runs)",
+    "",
+  ]
+  written["syn2real.md"] = fileio.atomic_write(
+    os.path.join(out_dir, "syn2real.md"), lambda f: f.write("\n".join(md))
+  )
+  written["syn2real.csv"] = fileio.atomic_write(
+    os.path.join(out_dir, "syn2real.csv"), lambda f: main.to_csv(f, index=False)
+  )
+  written["sweep.csv"] = fileio.atomic_write(
+    os.path.join(out_dir, "sweep.csv"), lambda f: sw.to_csv(f, index=False)
+  )
+  written["gain_vs_positives.png"] = plot_sweep(sw, os.path.join(out_dir, "gain_vs_positives.png"))
+  return written

@@ -1,0 +1,142 @@
+"""The `latent_diffusion` generator kind: paper 000's VAE + latent U-Net with CFG.
+
+Trained once on real PTB-XL (ecgjax/train/generator.py) and exported to
+<workdir>/generator/export (orbax, with the fingerprint of the config that
+shapes it and the key of the data it was fitted on). Sampling settings come
+from `cfg.sample` (DDIM steps, guidance scale, eta, batch size) and are part of
+a cohort's identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from ecgjax.diffusion import generator as gen_lib
+from ecgjax.errors import CheckpointError
+from ecgjax.generators.base import GeneratorKind
+from ecgjax.train import generator as train_lib
+from ecgjax.train.checkpoint import Checkpointer
+
+EXPORT_DIR = os.path.join(train_lib.GENERATOR_DIR, "export")
+
+
+@dataclasses.dataclass
+class LatentDiffusion:
+  """A loaded latent diffusion model and the sampler settings it generates with."""
+
+  model: gen_lib.Generator
+  num_steps: int
+  cfg_scale: float
+  eta: float = 0.0
+  batch_size: int = 256
+  kind: str = "latent_diffusion"
+  sampling_rate: int = 100
+  codes: tuple[str, ...] | None = None
+
+  @property
+  def identity(self) -> dict:
+    return {
+      "generator": self.model.fingerprint,
+      "num_steps": self.num_steps,
+      "cfg_scale": self.cfg_scale,
+      "eta": self.eta,
+    }
+
+  def generate(self, cond, key, *, mesh: Mesh, start: int = 0) -> np.ndarray:
+    return self.model.generate(
+      cond,
+      key,
+      mesh=mesh,
+      num_steps=self.num_steps,
+      cfg_scale=self.cfg_scale,
+      eta=self.eta,
+      batch_size=self.batch_size,
+      start=start,
+    )
+
+  def cohort_notes(self, cond) -> dict:
+    return {"kind": self.kind, "renders": "all 71 labels and the 5 demographics"}
+
+
+def export(workdir: str, params: dict, meta: dict) -> None:
+  ckpt = Checkpointer(os.path.join(workdir, EXPORT_DIR), meta=meta, max_to_keep=1)
+  ckpt.save(0, params, force=True)
+  ckpt.wait()
+  ckpt.close()
+
+
+def exists(workdir: str) -> bool:
+  path = os.path.join(workdir, EXPORT_DIR)
+  return os.path.isdir(path) and any(d.isdigit() for d in os.listdir(path))
+
+
+def load_model(workdir: str, cfg, content_key: str | None = None) -> gen_lib.Generator:
+  """The exported model of `workdir`, checked against `cfg` (and the data key)."""
+  path = os.path.join(workdir, EXPORT_DIR)
+  if not exists(workdir):
+    raise CheckpointError(
+      f"no trained generator in {workdir} (expected {path}); "
+      f"run python -m experiments.train_generator --workdir={workdir}"
+    )
+  gen = gen_lib.build(cfg)
+  meta = gen_lib.generator_meta(cfg, content_key or "")
+  ckpt = Checkpointer(path, meta=meta, create=False)
+  stored = ckpt.read_meta()
+  if content_key is not None and stored.get("data_key") != content_key:
+    raise CheckpointError(
+      f"generator in {path} was trained on other data "
+      f"(data key {stored.get('data_key')}, this data {content_key})"
+    )
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  params = ckpt.restore(gen_lib.param_template(gen), sharding=cpu)
+  ckpt.close()
+  gen.params = params
+  gen.fingerprint = meta["fingerprint"]
+  return gen
+
+
+def load(cfg, ds, workdir: str) -> LatentDiffusion:
+  s = cfg.sample
+  return LatentDiffusion(
+    load_model(workdir, cfg, ds.content_key),
+    num_steps=s.num_steps,
+    cfg_scale=s.cfg_scale,
+    eta=s.eta,
+    batch_size=s.batch_size,
+  )
+
+
+def train(cfg, mesh: Mesh, ds, workdir: str, *, progress: bool = True) -> LatentDiffusion:
+  """Trains (or resumes training) both stages on `ds`, exports, and loads the result."""
+  params = train_lib.train_generator(cfg, ds, workdir, mesh, progress=progress)
+  export(workdir, params, gen_lib.generator_meta(cfg, ds.content_key))
+  return load(cfg, ds, workdir)
+
+
+def ensure(cfg, mesh: Mesh, ds, workdir: str, *, progress: bool = True) -> bool:
+  """Under `mini`, trains a generator into a workdir that has none; under `paper` that is
+  an error, since a paper-size generator takes accelerator-days and is never started
+  implicitly."""
+  if exists(workdir):
+    return False
+  if cfg.preset != "mini":
+    raise CheckpointError(
+      f"no trained generator in {workdir} (preset {cfg.preset}); train one first with "
+      f"python -m experiments.train_generator --preset={cfg.preset} --workdir={workdir}"
+    )
+  print(f"No generator in {workdir}: training the mini generator first.")
+  train(cfg, mesh, ds, workdir, progress=progress)
+  return True
+
+
+KIND = GeneratorKind(
+  name="latent_diffusion",
+  summary="paper 000's VAE + latent U-Net with classifier-free guidance, trained on the real train folds",
+  ensure=ensure,
+  load=load,
+)

@@ -1,0 +1,83 @@
+"""The import layers of ecgjax (README "Layout"), checked by parsing every module's imports.
+
+A module may import only from its own unit or from units in lower layers: so no
+library module imports `experiments`, and no two units import each other.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Units: subpackages and top-level modules of ecgjax, lowest layer first.
+LAYERS = [
+  {"errors", "fileio", "fingerprints"},  # leaf helpers
+  {"data", "models"},  # records, condition table, pipelines; Flax modules
+  {"metrics", "diffusion", "policies"},  # scores; DDPM/DDIM maths; sampling policies
+  {"train"},  # training loops and checkpoints (classifier, VAE + U-Net)
+  {"generators"},  # the generator interface and its kinds, the cohort writer
+  {"configs"},  # presets (each generator kind adds its section)
+  {"eval"},  # TSTR harness, judge, report, plots
+  {"cli"},  # flags shared by the mains
+]
+LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+
+
+def _unit(module: str) -> str | None:
+  parts = module.split(".")
+  if parts[0] == "experiments":
+    return "experiments"
+  if parts[0] != "ecgjax" or len(parts) == 1:
+    return None
+  return parts[1]
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+  tree = ast.parse(path.read_text(encoding="utf-8"))
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      found.add(node.module)
+      if node.module == "ecgjax":  # from ecgjax import generators
+        found.update(f"ecgjax.{a.name}" for a in node.names)
+  return found
+
+
+def _library_modules():
+  for path in sorted((ROOT / "ecgjax").rglob("*.py")):
+    rel = path.relative_to(ROOT / "ecgjax")
+    unit = rel.parts[0].removesuffix(".py")
+    if unit == "__init__" or unit == "__main__":
+      unit = None
+    yield path, unit
+
+
+def test_every_unit_has_a_layer():
+  units = {u for _, u in _library_modules() if u is not None}
+  assert units == set(LAYER), (units - set(LAYER), set(LAYER) - units)
+
+
+def test_imports_go_downward_only():
+  bad = []
+  for path, unit in _library_modules():
+    if unit is None:
+      continue
+    for module in _imports(path):
+      target = _unit(module)
+      if target is None or target == unit:
+        continue
+      if target == "experiments" or LAYER[target] >= LAYER[unit]:
+        bad.append(f"{path.relative_to(ROOT)} ({unit}) imports {module} ({target})")
+  assert not bad, "\n".join(bad)
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+  """The parser finds imports inside functions and `from ecgjax import x` forms."""
+  f = tmp_path / "m.py"
+  f.write_text("def f():\n  from experiments import tstr\nfrom ecgjax import eval, data\n")
+  assert {"experiments", "ecgjax.eval", "ecgjax.data"} <= _imports(f)
+  with pytest.raises(KeyError):
+    LAYER[_unit("ecgjax.nonexistent")]
