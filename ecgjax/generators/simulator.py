@@ -96,9 +96,9 @@ COVERED_CODES = NORMAL_CODES + CLASSES
 MAX_BEATS = 48  # 10 s at the fastest rhythm (RR >= MIN_RR) plus the beats before t = 0
 MIN_RR = 0.25  # s, the shortest interval (a premature beat in fast AF)
 # A beat's waves reach from REACH[0] s before its R peak to REACH[1] s after it
-# (P at most 0.2 s before; T at most 0.45 s after, width <= 0.08 s, +4 widths).
+# (P at most 0.26 s before with its width; T at most 0.45 s after, width <= 0.075
+# s, + 4 widths); each beat is drawn on that window only.
 REACH = (0.3, 0.8)
-NEAR = int(np.ceil((REACH[0] + REACH[1]) / MIN_RR)) + 1  # beats that can reach one sample
 
 # Paper 002, Table A.1 (beat time, lead II): rows amplitude, width, shift;
 # columns P, Q, R, S, T; (base, inter-sample SD, beat-level SD).
@@ -302,14 +302,16 @@ def simulate_one(key, rec: Recording, *, sampling_rate: int, noise: float) -> ja
   vectors = jnp.where(sel[..., None], pvc_vectors, vectors)
   widths = jnp.where(sel, pvc_widths, widths)
   centers = jnp.where(sel, pvc_centers, centers) + r_time[:, None]
-  # Each sample sees only the beats whose waves can reach it (R within REACH of
-  # it): NEAR beats from the first such one, found by a binary search.
-  first = jnp.searchsorted(r_time, t - REACH[1])  # (T,)
-  near = first[:, None] + jnp.arange(NEAR)  # (T, NEAR)
-  idx = jnp.minimum(near, MAX_BEATS - 1)
-  g = jnp.exp(-0.5 * ((t[:, None, None] - centers[idx]) / widths[idx]) ** 2)  # (T, NEAR, 6)
-  g = jnp.where((near < MAX_BEATS)[..., None], g, 0.0)
-  dipole = jnp.einsum("tkc,tkcd->td", g, gain * vectors[idx])  # (T, 3)
+  # Each beat is drawn on its own window (REACH around its R peak, in samples
+  # from `start`), then the windows are added into the signal (overlap-add).
+  span = int(np.ceil((REACH[0] + REACH[1]) * sampling_rate))
+  start = jnp.floor((r_time - REACH[0]) * sampling_rate).astype(jnp.int32)  # (B,)
+  local_t = (start[:, None] + jnp.arange(span)) / sampling_rate  # (B, span) seconds
+  g = jnp.exp(-0.5 * ((local_t[:, :, None] - centers[:, None, :]) / widths[:, None, :]) ** 2)
+  windows = jnp.einsum("blc,bcd->bld", g, gain * vectors)  # (B, span, 3)
+  # Windows outside the recording land in the padding on either side and are dropped.
+  pos = jnp.clip(start[:, None] + jnp.arange(span) + span, 0, n + 2 * span - 1)
+  dipole = jnp.zeros((n + 2 * span, 3)).at[pos].add(windows)[span : span + n]
   # Atrial activity: fibrillatory waves (AFIB) or sawtooth flutter waves (AFLT).
   ka = jax.random.split(k_atrial, 5)
   f_fib = jax.random.uniform(ka[0], (3,), minval=4.0, maxval=9.0)
@@ -323,14 +325,17 @@ def simulate_one(key, rec: Recording, *, sampling_rate: int, noise: float) -> ja
   # Lead II sees `atrial` (negative flutter waves: the sawtooth's slow limb descends).
   dipole = dipole + gain * atrial[:, None] * (ATRIAL / (ATRIAL @ LEAD_II))
   phi = jnp.asarray(ELECTRODES) @ dipole.T  # (9, T)
-  # Per-electrode white noise and baseline wander (a shared respiratory sinusoid).
-  kn = jax.random.split(k_noise, 5)
-  sigma = jax.random.uniform(kn[0], (), minval=0.005, maxval=0.02)
-  f_bw = jax.random.uniform(kn[1], (), minval=0.05, maxval=0.4)
-  bw_amp = jax.random.uniform(kn[2], (9, 1), maxval=0.1)
-  bw_phase = jax.random.uniform(kn[3], (9, 1), maxval=2 * jnp.pi)
-  wander = bw_amp * jnp.sin(2 * jnp.pi * f_bw * t[None, :] + bw_phase)
-  phi = phi + noise * (wander + sigma * jax.random.normal(kn[4], phi.shape))
+  # Per-electrode white noise and baseline wander (a shared respiratory sinusoid
+  # with a per-electrode amplitude and phase: a sin(wt + p) = a cos p sin wt + a sin p cos wt).
+  if noise:
+    kn = jax.random.split(k_noise, 5)
+    sigma = jax.random.uniform(kn[0], (), minval=0.005, maxval=0.02)
+    f_bw = jax.random.uniform(kn[1], (), minval=0.05, maxval=0.4)
+    bw_amp = jax.random.uniform(kn[2], (9,), maxval=0.1)
+    bw_phase = jax.random.uniform(kn[3], (9,), maxval=2 * jnp.pi)
+    basis = jnp.stack([jnp.sin(2 * jnp.pi * f_bw * t), jnp.cos(2 * jnp.pi * f_bw * t)])  # (2, T)
+    mix = jnp.stack([bw_amp * jnp.cos(bw_phase), bw_amp * jnp.sin(bw_phase)], 1)  # (9, 2)
+    phi = phi + noise * (mix @ basis + sigma * jax.random.normal(kn[4], phi.shape))
   return electrodes_to_leads(phi)
 
 
