@@ -92,3 +92,25 @@ def export_random_generator(cfg, ds, workdir):
   assert jax.tree.structure(gen_lib.param_template(gen)) == jax.tree.structure(params)
   latent_diffusion.export(workdir, params, gen_lib.generator_meta(cfg, ds.content_key))
   return workdir
+
+
+def export_random_judge(cfg, workdir):
+  """A judge with random weights and thresholds 0.5, exported like a trained one."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from ecgjax.eval import judge as judge_lib
+  from ecgjax.train import classifier as clf_lib
+
+  model = clf_lib.build_model(cfg.classifier)
+  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(
+    jax.random.PRNGKey(0)
+  )
+  clf = clf_lib.Classifier(
+    model, jax.device_get(variables), np.zeros(12, np.float32), np.ones(12, np.float32)
+  )
+  clf_lib.export(
+    judge_lib.path(workdir), clf, cfg.classifier, {"thresholds": np.full(71, 0.5, np.float32)}
+  )
+  return workdir

@@ -4,18 +4,14 @@ import json
 import os
 import pathlib
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
-from conftest import export_random_generator, tiny_cfg
+from conftest import export_random_generator, export_random_judge, tiny_cfg
 
 from ecgjax import policies
 from ecgjax.data import pipeline
 from ecgjax.errors import CheckpointError
 from ecgjax.eval import judge as judge_lib
 from ecgjax.eval import report, tstr
-from ecgjax.train import classifier as clf_lib
 
 N = 16
 
@@ -28,16 +24,7 @@ def harness(ptbxl, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("all"))
   export_random_generator(cfg, ptbxl, workdir)
   # A random-weight judge: the policies only need its outputs to be well-formed.
-  model = clf_lib.build_model(cfg.classifier)
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 12, 1000)), train=False))(
-    jax.random.PRNGKey(0)
-  )
-  clf = clf_lib.Classifier(
-    model, jax.device_get(variables), np.zeros(12, np.float32), np.ones(12, np.float32)
-  )
-  clf_lib.export(
-    judge_lib.path(workdir), clf, cfg.classifier, {"thresholds": np.full(71, 0.5, np.float32)}
-  )
+  export_random_judge(cfg, workdir)
   return tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, workdir, progress=False)
 
 

@@ -1,0 +1,147 @@
+"""The generator interface end to end: every generated policy with either generator kind,
+the simulator through TSTR, and paper 002's Syn-to-Real protocol at a tiny size."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import export_random_generator, export_random_judge, tiny_cfg
+from sklearn.metrics import average_precision_score, f1_score
+
+from ecgjax import generators, policies
+from ecgjax.data import pipeline
+from ecgjax.errors import ConfigError
+from ecgjax.eval import syn2real, tstr
+from ecgjax.generators import cohort, simulator
+from experiments import generate as generate_main
+
+N = 8
+GENERATED = [p for p in policies.names() if policies.get(p).source != policies.REAL]
+
+
+@pytest.fixture(scope="module")
+def workdir(ptbxl, tmp_path_factory):
+  cfg = tiny_cfg()
+  w = str(tmp_path_factory.mktemp("gens"))
+  export_random_generator(cfg, ptbxl, w)
+  export_random_judge(cfg, w)
+  return w
+
+
+@pytest.mark.parametrize("kind", generators.names())
+@pytest.mark.parametrize("policy", GENERATED)
+def test_generate_every_generated_policy_with_either_kind(workdir, ptbxl, tmp_path, kind, policy):
+  cfg = tiny_cfg()
+  cfg.generator.kind = kind
+  out = str(tmp_path / "cohort")
+  manifest = generate_main.generate(
+    cfg, pipeline.make_mesh(1), ptbxl, workdir, N, out, 0, 4, progress=False, policy=policy
+  )
+  assert manifest["complete"] and manifest["n"] == N
+  made = cohort.read_cohort(out)
+  assert made["signals"].shape == (N, 12, 1000) and np.isfinite(made["signals"]).all()
+  assert made["labels"].shape == (N, 71) and made["cond"].shape == (N, 76)
+  # The cohort's conditioning is the real train records' (dataset rows).
+  assert ptbxl.train_mask[made["rows"]].all()
+  assert manifest["notes"]["kind"] == kind
+  if kind == "simulator":
+    rendered = set(manifest["notes"]["rendered_with_the_normal_rule"])
+    drawn = {c for c, k in zip(ptbxl.codes, made["cond"][:, :71].sum(0)) if k}
+    assert rendered == drawn - set(simulator.COVERED_CODES)
+  if policies.get(policy).source == policies.JUDGE_POOL:
+    pool = cohort.read_cohort(os.path.join(out, "pool"))
+    assert len(pool["signals"]) == policies.POOL_FACTOR[policy] * N
+    # The selection is made of pool signals.
+    assert all(any(np.array_equal(s, p) for p in pool["signals"]) for s in made["signals"])
+  # A rerun finds the cohort complete and generates nothing.
+  again = generate_main.generate(
+    cfg, pipeline.make_mesh(1), ptbxl, workdir, N, out, 0, 4, progress=False, policy=policy
+  )
+  assert again["last_run"]["generated"] == 0
+
+
+def test_generate_refuses_real_subset_in_one_line(tmp_path):
+  out = subprocess.run(
+    [sys.executable, "-m", "experiments.generate", "--policy=real_subset", "--n=4",
+     f"--workdir={tmp_path}", "--config.generator.kind=simulator"],
+    capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert out.returncode == 1
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and "real_subset" in lines[0] and "real records" in lines[0]
+
+
+def test_simulator_tstr_trains_and_scores_on_its_codes(ptbxl, tmp_path):
+  cfg = tiny_cfg()
+  cfg.generator.kind = "simulator"
+  cfg.classifier.update(epochs=1, batch_size=16)
+  cfg.tstr.update(n=16, n_boot=10)
+  harness = tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False)
+  record, skipped = harness.run("real_matched", 0)
+  path = tmp_path / "simulator" / "tstr" / "real_matched" / "seed_0" / "metrics.json"
+  stored = json.loads(path.read_text())
+  assert not skipped and stored["generator"] == "simulator"
+  assert stored["codes"] == list(simulator.COVERED_CODES)
+  assert set(stored["per_code"]) <= set(simulator.COVERED_CODES)
+  assert not (tmp_path / "tstr").exists()  # the default generator's root is untouched
+
+
+def test_simulated_vs_real_figure(ptbxl, tmp_path):
+  cfg = tiny_cfg()
+  path = generate_main.simulated_vs_real(
+    cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path / "sim.png")
+  )
+  assert os.path.getsize(path) > 10_000
+
+
+def test_syn2real_scores_match_sklearn():
+  y = np.array([0, 1, 1, 0, 1, 0, 0])
+  p = np.array([0.1, 0.8, 0.4, 0.6, 0.9, 0.2, 0.3])
+  s = syn2real.scores(y, p)
+  assert s["f1"] == pytest.approx(f1_score(y, p >= 0.5))
+  assert s["auprc"] == pytest.approx(average_precision_score(y, p))
+  # By hand: predictions 1,0,1,1 at 0.5 -> TP 2, FP 1, FN 1 -> F1 2/3.
+  assert s["f1"] == pytest.approx(2 / 3)
+  assert syn2real.scores(np.zeros(4), np.ones(4))["f1"] is None
+
+
+def test_cap_positives_and_caps():
+  rows, y = np.arange(10), np.array([1, 0, 1, 0, 1, 0, 1, 0, 0, 0], np.float32)
+  r, yy = syn2real.cap_positives(rows, y, 2, seed=0)
+  assert yy.sum() == 2 and (yy == 0).sum() == 6 and set(r) >= {1, 3, 5, 7, 8, 9}
+  assert np.array_equal(syn2real.cap_positives(rows, y, 2, seed=0)[0], r)
+  assert syn2real.cap_positives(rows, y, "all", 0)[0] is rows
+  assert syn2real.parse_caps("5, 10,all") == [5, 10, "all"]
+  with pytest.raises(ConfigError, match="caps"):
+    syn2real.parse_caps("5,-1")
+
+
+@pytest.mark.slow
+def test_syn2real_protocol_at_a_tiny_size(ptbxl, tmp_path):
+  cfg = tiny_cfg()
+  cfg.classifier.update(epochs=1, batch_size=16)
+  cfg.syn2real.n_syn = 16
+  exp = syn2real.Syn2Real(cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False)
+  counts = exp.counts().set_index("class")
+  records = [
+    exp.run("II", "AFIB", r, 0, c) for r, c in (("syn", None), ("real", 2), ("syn_real", 2))
+  ]
+  assert [skipped for _, skipped in records] == [False, False, False]
+  syn, real, synreal = (r for r, _ in records)
+  assert syn["n_train"] == 16 and real["n_train_pos"] == synreal["n_train_pos"] == 2
+  assert real["n_train"] == counts.loc["AFIB", "train_neg"] + 2
+  assert real["test"]["n_pos"] == counts.loc["AFIB", "test_pos"]
+  # A rerun skips finished runs; a class without train positives is recorded, not faked.
+  assert exp.run("II", "AFIB", "real", 0, 2)[1]
+  if counts.loc["WPW", "train_pos"] == 0:
+    wpw, _ = exp.run("II", "WPW", "real", 0, "all")
+    assert wpw["test"]["f1"] is None and "no real positive" in wpw["note"]
+  written = syn2real.write_report(
+    syn2real.collect(exp.root), exp.counts(), [2, "all"], str(tmp_path / "r")
+  )
+  assert all(os.path.getsize(p) > 0 for p in written.values())
+  assert "AFIB" in pathlib.Path(written["syn2real.md"]).read_text()
