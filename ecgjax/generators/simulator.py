@@ -27,7 +27,7 @@ are added per electrode (below), so they too obey the lead identities.
         rise, negative in the inferior leads); a regular ventricular response
         at 2:1, 3:1 or 4:1 conduction (a beat's ratio changes with prob. 0.15).
   PVC   premature beats (coupling 0.45-0.7 of the RR, full compensatory pause;
-        one forced among beats 3-9, others with a per-recording probability
+        one forced among beats 3-6 (within the first 8 s), others with a per-recording probability
         0.05-0.2, never two in a row) without P, with a wide QRS (width x3.5-4.5
         of the sinus R, 130-180 ms) along an ectopic axis and a discordant T.
   WPW   short PR: the QRS starts early with a delta wave (a slow Gaussian
@@ -216,7 +216,7 @@ def _beats(key, rec: Recording, rr_sinus):
   k_init, k_pvc, k_scan, k_rate, k_k = jax.random.split(key, 5)
   params0 = jnp.clip(BASE + SD_SAMPLE * jax.random.normal(k_init, BASE.shape), LO, HI)
   p_pvc = jnp.where(rec.pvc, jax.random.uniform(k_pvc, (), minval=0.05, maxval=0.2), 0.0)
-  forced = jax.random.randint(jax.random.fold_in(k_pvc, 1), (), 3, 10)
+  forced = jax.random.randint(jax.random.fold_in(k_pvc, 1), (), 3, 7)
   coupling = jax.random.uniform(jax.random.fold_in(k_pvc, 2), (), minval=0.45, maxval=0.7)
   rr_af = 60.0 / jax.random.uniform(k_rate, (), minval=80.0, maxval=130.0)
   flutter_hz = jax.random.uniform(jax.random.fold_in(k_rate, 1), (), minval=260.0, maxval=340.0)
