@@ -119,6 +119,24 @@ def test_lead_identities_hold_to_float_precision():
   assert np.abs(x[:, 6:]).max() > 0.5
 
 
+def test_lead_vectors_match_the_published_inverse_dower_matrix():
+  # Edenbrandt & Pahlm's inverse Dower matrix (X, Y, Z from V1-V6, I, II), an independent
+  # publication: applied after the simulator's Dower rows it must give back X, Y, Z.
+  inverse = np.array(
+    [
+      [-0.172, -0.074, 0.122, 0.231, 0.239, 0.194, 0.156, -0.010],
+      [0.057, -0.019, -0.106, -0.022, 0.041, 0.048, -0.227, 0.887],
+      [-0.229, -0.310, -0.246, -0.063, 0.055, 0.108, 0.022, 0.102],
+    ]
+  )
+  dower = S.DOWER[[2, 3, 4, 5, 6, 7, 0, 1]]  # rows V1-V6, I, II as the inverse orders them
+  np.testing.assert_allclose(inverse @ dower, np.eye(3), atol=0.02)
+  # A normal QRS: rS in V1, qR in V6 (R axis projections), upright T in II and V5.
+  qrs = S.DIRECTIONS["R"]
+  assert S.DOWER[2] @ qrs < 0 < S.DOWER[7] @ qrs
+  assert S.DOWER[1] @ S.DIRECTIONS["T"] > 0 and S.DOWER[6] @ S.DIRECTIONS["T"] > 0
+
+
 def test_normal_rr_pr_and_qrs_are_physiological():
   rrs = [np.diff(r_peaks(ii, 100)) / 100 for ii in _simulate(seed=1)[:, 1]]
   medians, rr = np.array([np.median(r) for r in rrs]), np.concatenate(rrs)

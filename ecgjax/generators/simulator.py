@@ -8,14 +8,15 @@ and T waves, g(t) = a exp(-(t - mu)^2 / (2 w^2)), with amplitude a (mV in lead
 II), shift mu and width w in beat time (a 1 s reference beat). Each recording
 draws its initial parameters from N(base, inter-sample SD); after every beat
 they take a random-walk step N(0, beat-level SD) (`TABLE_A1`, the paper's
-values). Two of the table's entries do not give a normal ECG, and are changed
-(`CHANGED`): Q and S are negative deflections (the table lists magnitudes), and
-Q and S timing (Q width 0.05 and S shift 0.44, i.e. a QRS near 200 ms) and the
-P width (0.03, a 150 ms P wave) are replaced by physiological values. Every
+values). Some of the table's entries do not give a normal ECG and are changed
+(`CHANGED`, each with its reason): Q and S are negative deflections (the table
+lists magnitudes); Q and S timing (Q width 0.05 and S shift 0.44, i.e. a QRS
+near 200 ms), the R width (0.0075: a 35 ms QRS when q and s are small) and the
+P and T widths (150 ms waves) are replaced by physiological values. Every
 drawn parameter is then clipped to a physiological box (`BOX`), since the
 table's SDs are broad (the paper says some of its waveforms "deviate from
-typical physiological ECG morphology"); that keeps normal recordings' PR,
-QRS and RR in their clinical ranges. Within a beat, P, Q and S sit at fixed
+typical physiological ECG morphology"), and a T wave is at most 0.6 of its
+beat's R; that keeps normal recordings' PR, QRS and RR in their clinical ranges. Within a beat, P, Q and S sit at fixed
 offsets (in seconds) from R; the T wave's offset and width scale with
 sqrt(RR / 1 s) (Bazett's QT rule). White noise and sinusoidal baseline wander
 are added per electrode (below), so they too obey the lead identities.
@@ -28,8 +29,9 @@ are added per electrode (below), so they too obey the lead identities.
         at 2:1, 3:1 or 4:1 conduction (a beat's ratio changes with prob. 0.15).
   PVC   premature beats (coupling 0.45-0.7 of the RR, full compensatory pause;
         one forced among beats 3-6 (within the first 8 s), others with a per-recording probability
-        0.05-0.2, never two in a row) without P, with a wide QRS (width x3.5-4.5
-        of the sinus R, 130-180 ms) along an ectopic axis and a discordant T.
+        0.05-0.2, never two in a row) without P, q or s, with an R 3.5-4.5 times
+        as wide as the sinus R (1.2 times its height in lead II) along one of
+        two ectopic axes, and a discordant T.
   WPW   short PR: the QRS starts early with a delta wave (a slow Gaussian
         upstroke 35-50 ms before R, 20-35 % of R, same axis) that replaces the q
         wave and runs out of the P wave (P 0.11-0.13 s before R instead of about
@@ -43,14 +45,17 @@ are added per electrode (below), so they too obey the lead identities.
 sinus rate is 72/min + 3/min for women - 0.1/min per year above 50, plus a
 per-recording N(0, 7) spread (clipped to 50-100/min); amplitudes scale by
 1 + 0.1 (men) - 0.004 per year above 50, clipped to 0.7-1.3 (QRS voltage is
-higher in men and falls with age).
+higher in men and falls with age), times a per-recording log-normal factor
+exp(N(0, 0.1)).
 
 **Leads.** Each wave is a dipole direction (`DIRECTIONS`, unit vectors in the
 X left, Y inferior (feet), Z posterior frame of Frank's vectorcardiogram)
 whose magnitude gives the table's amplitude in lead II. The dipole is projected
-onto the electrodes with the inverse Dower transform (Dower et al., J
-Electrocardiol 1988, 21 Suppl:S182; `DOWER`), which gives leads I, II and
-V1-V6 from X, Y, Z. The limb electrodes' potentials are the ones whose
+onto the electrodes with Dower's transform (`DOWER`; Dower, Machado & Osborne,
+Clin Cardiol 1980, the coefficients as tabulated in the ECG literature), which
+gives leads I, II and V1-V6 from Frank X, Y, Z; the published inverse Dower
+matrix (Edenbrandt & Pahlm 1988; `tests/test_simulator.py`) inverts it to
+within 0.02. The limb electrodes' potentials are the ones whose
 differences are Dower's I and II with the Wilson terminal at zero
 (RA = -(I + II)/3, LA = RA + I, LL = RA + II); the leads are then formed as an
 electrocardiograph forms them: I = LA - RA, II = LL - RA, III = LL - LA,
@@ -140,7 +145,7 @@ BASE, SD_SAMPLE, SD_BEAT = _table(0), _table(1), _table(2)
 LO = np.array([[b[0] for b in BOX[r]] for r in ROWS], np.float32)
 HI = np.array([[b[1] for b in BOX[r]] for r in ROWS], np.float32)
 
-# Inverse Dower transform: leads I, II, V1..V6 from the Frank X, Y, Z (Dower et al. 1988).
+# Dower's transform: leads I, II, V1..V6 from the Frank X, Y, Z (rows; columns X, Y, Z).
 DOWER = np.array(
   [
     [0.632, -0.235, 0.059],  # I
