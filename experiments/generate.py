@@ -99,12 +99,14 @@ def generate(
 def simulated_vs_real(cfg, mesh, ds, out_path, seed=0) -> str:
   """One real record per class the simulator renders (the first with that label and none of
   the other classes; NORM: normal and no class) beside a simulated one from the same
-  conditioning vector."""
+  conditioning vector. A class with no such record in the data gets an empty real panel
+  and a simulated one from its label alone (with the first train record's demographics)."""
   from ecgjax.generators import simulator
 
   gen = generators.get("simulator").load(cfg, ds)
   codes = list(ds.codes)
   classes = [codes.index(c) for c in simulator.CLASSES]
+  first_train = np.flatnonzero(ds.train_mask)[0]
   real, cond, titles = [], [], []
   for name in ("NORM",) + simulator.CLASSES:
     has = ds.labels[:, codes.index(name)]
@@ -114,6 +116,13 @@ def simulated_vs_real(cfg, mesh, ds, out_path, seed=0) -> str:
       real.append(np.asarray(ds.signals[rows[0]]))
       cond.append(ds.cond[rows[0]])
       titles.append(f"{name} (ecg_id {ds.ecg_id[rows[0]]})")
+    else:
+      real.append(np.full(ds.signals.shape[1:], np.nan, np.float32))
+      c = np.array(ds.cond[first_train], np.float32)
+      c[: len(codes)] = 0
+      c[codes.index(name)] = 1
+      cond.append(c)
+      titles.append(f"{name} (no real record in this data)")
   fake = gen.generate(np.stack(cond), jax.random.PRNGKey(seed), mesh=mesh)
   return plots.ecg_comparison(
     np.stack(real), fake, titles, out_path, fake_rate=gen.sampling_rate, fake_name="simulated"

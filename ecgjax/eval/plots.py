@@ -34,7 +34,7 @@ def ecg_comparison(
   for j in range(k):
     for col, (sig, kind) in enumerate(((real[j], "real"), (fake[j], fake_name))):
       t = times[kind]
-      lo, hi = np.percentile(np.concatenate([real[j], fake[j]]), [0.5, 99.5])
+      lo, hi = np.nanpercentile(np.concatenate([real[j], fake[j]], axis=-1), [0.5, 99.5])
       pad = 0.1 * (hi - lo + 1e-3)
       for lead in range(12):
         ax = axes[lead, 2 * j + col]
