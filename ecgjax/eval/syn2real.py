@@ -319,37 +319,43 @@ def summary(records: list[dict]) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
-def sweep(records: list[dict]) -> pd.DataFrame:
-  """Reduced-positives table: per lead setting, class and cap, mean F1 (and AUPRC) of real
-  and syn_real, the positives actually used, and the relative gains."""
+def sweep(records: list[dict], caps) -> pd.DataFrame:
+  """Reduced-positives table: one row per lead setting, class and run actually made (a cap
+  at or above the positives available is the `all` run; `caps` lists the requested caps
+  it serves), with the positives used, mean F1 and AUPRC of real and syn_real, and the
+  relative gains in %."""
   rows = []
-  caps = sorted(
-    {r["cap"] for r in records if r["regime"] != "syn"},
-    key=lambda c: (c == ALL, c if c != ALL else 0),
-  )
-  for leads in sorted({r["leads"] for r in records}, key=lambda s: s != "II"):
+  runs = [r for r in records if r["regime"] in ("real", "syn_real")]
+  order = lambda c: (c == ALL, 0 if c == ALL else c)
+  for leads in sorted({r["leads"] for r in runs}, key=lambda s: s != "II"):
     for code in CLASSES:
-      for cap in caps:
+      for cap in sorted(
+        {r["cap"] for r in runs if (r["leads"], r["class"]) == (leads, code)}, key=order
+      ):
         sel = {
           regime: [
-            r for r in records
+            r for r in runs
             if (r["leads"], r["class"], r["regime"], r["cap"]) == (leads, code, regime, cap)
           ]
           for regime in ("real", "syn_real")
         }  # fmt: skip
         if not sel["real"]:
           continue
+        n_pos = sel["real"][0]["n_train_pos"]
+        served = [c for c in caps if c == cap or (cap == ALL and (c == ALL or c >= n_pos))]
         row = {
           "leads": leads,
           "class": code,
-          "cap": cap,
-          "positives": sel["real"][0]["n_train_pos"],
+          "caps": ", ".join(map(str, served)),
+          "positives": n_pos,
+          "seeds": len(sel["real"]),
         }
         for metric in ("f1", "auprc"):
           real = _mean_std(r["test"][metric] for r in sel["real"])[0]
           synreal = _mean_std(r["test"][metric] for r in sel["syn_real"])[0]
+          gain = _gain(synreal, real)
           row[f"real {metric}"], row[f"syn_real {metric}"] = real, synreal
-          row[f"gain {metric}"] = _gain(synreal, real)
+          row[f"gain {metric} %"] = None if gain is None else 100 * gain
         rows.append(row)
   return pd.DataFrame(rows)
 
@@ -362,13 +368,18 @@ def plot_sweep(df: pd.DataFrame, path: str) -> str:
   for ax, leads in zip(axes[0], settings):
     sub = df[df["leads"] == leads] if len(df) else df
     plotted = 0
+    xs = set()
     for code in CLASSES:
-      c = sub[(sub["class"] == code) & sub["gain f1"].notna()] if len(sub) else sub
+      c = sub[(sub["class"] == code) & sub["gain f1 %"].notna()] if len(sub) else sub
       if len(c):
-        ax.plot(c["positives"], 100 * c["gain f1"].astype(float), "o-", label=code)
+        ax.plot(c["positives"], c["gain f1 %"].astype(float), "o-", label=code)
+        xs.update(int(x) for x in c["positives"])
         plotted += 1
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xscale("log")
+    if xs:
+      ax.set_xticks(sorted(xs), [str(x) for x in sorted(xs)])
+      ax.minorticks_off()
     ax.set_xlabel("real positives in training")
     ax.set_ylabel("F1 gain of Syn→Real over Real (%)")
     ax.set_title(f"lead {leads}" if leads == "II" else f"{leads} leads")
@@ -396,17 +407,7 @@ def collect(root: str) -> list[dict]:
 def write_report(records: list[dict], counts: pd.DataFrame, caps, out_dir: str) -> dict[str, str]:
   """syn2real.md / .csv (main table), sweep.csv and gain_vs_positives.png, atomically."""
   main = summary(records)
-  # Each requested cap maps to the run that served it (caps at or above the positives
-  # available are the `all` run).
-  expanded = []
-  for r in records:
-    if r["regime"] == "syn":
-      continue
-    if r["cap"] == ALL:
-      expanded += [{**r, "cap": c} for c in caps if c == ALL or c >= r["n_train_pos"]]
-    else:
-      expanded.append(r)
-  sw = sweep(expanded)
+  sw = sweep(records, caps)
   written = {}
   md = [
     "# Syn→Real (paper 002) on real PTB-XL folds",
@@ -423,7 +424,7 @@ def write_report(records: list[dict], counts: pd.DataFrame, caps, out_dir: str) 
     "",
     report.markdown(main),
     "",
-    "## Reduced positives (F1; the plot: gain_vs_positives.png)",
+    "## Reduced positives (the plot: gain_vs_positives.png)",
     "",
     report.markdown(sw) if len(sw) else "(no runs)",
     "",
