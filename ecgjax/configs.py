@@ -62,7 +62,15 @@ def get_config(preset: str = "mini") -> ConfigDict:
     )
   )
   c.sample = ConfigDict(
-    dict(num_steps=100 if paper else 25, eta=0.0, cfg_scale=3.0, batch_size=256 if paper else 64)
+    dict(
+      num_steps=100 if paper else 25,
+      eta=0.0,
+      cfg_scale=3.0,
+      batch_size=256 if paper else 64,
+      # 'projected': limb leads made to obey Einthoven's and Goldberger's identities
+      # by a least-squares projection (ecgjax/data/signals.py); 'generated': as decoded.
+      limb_leads="generated",
+    )
   )
   # Downstream classifier (docs/design.md §3): one-cycle AdamW, best epoch on fold 9.
   c.classifier = ConfigDict(

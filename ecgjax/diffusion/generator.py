@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ecgjax import fingerprints
-from ecgjax.data.signals import destandardise
+from ecgjax.data.signals import destandardise, project_limb_leads
 from ecgjax.diffusion import ddim
 from ecgjax.diffusion.loss import PREDICTIONS, eps_from_prediction
 from ecgjax.diffusion.schedule import Schedule, cosine_schedule, linear_schedule
@@ -76,13 +76,17 @@ class Generator:
   prediction: str  # what the U-Net regresses: 'eps' or 'v'
   params: dict  # {'vae', 'unet' (EMA weights), 'latent_scale', 'signal_mean', 'signal_std'}
   fingerprint: str = ""  # of the config that shaped it; names the generator in cohort manifests
+  # 'generated': the limb leads as the VAE decodes them; 'projected': projected onto the
+  # subspace where Einthoven's and Goldberger's identities hold (data/signals.py).
+  limb_leads: str = "generated"
   _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
   _placed: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def decode(self, params, z):
     """Scaled latents (B, 4, 128) -> signals (B, 12, 1000) in mV."""
     x = self.vae.apply(params["vae"], z / params["latent_scale"], method=VAE.decode)
-    return destandardise(x, params["signal_mean"], params["signal_std"])
+    x = destandardise(x, params["signal_mean"], params["signal_std"])
+    return project_limb_leads(x) if self.limb_leads == "projected" else x
 
   def sample_with_keys(self, params, cond, sample_keys, cfg_scale, eta, *, num_steps: int):
     z = ddim.ddim_sample_with_keys(

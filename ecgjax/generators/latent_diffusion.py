@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ecgjax.diffusion import generator as gen_lib
-from ecgjax.errors import CheckpointError
+from ecgjax.errors import CheckpointError, ConfigError
 from ecgjax.generators.base import GeneratorKind
 from ecgjax.train import generator as train_lib
 from ecgjax.train.checkpoint import Checkpointer
@@ -45,6 +45,7 @@ class LatentDiffusion:
       "num_steps": self.num_steps,
       "cfg_scale": self.cfg_scale,
       "eta": self.eta,
+      "limb_leads": self.model.limb_leads,
     }
 
   def generate(self, cond, key, *, mesh: Mesh, start: int = 0) -> np.ndarray:
@@ -100,10 +101,19 @@ def load_model(workdir: str, cfg, content_key: str | None = None) -> gen_lib.Gen
   return gen
 
 
+LIMB_LEADS = ("generated", "projected")
+
+
 def load(cfg, ds, workdir: str) -> LatentDiffusion:
   s = cfg.sample
+  if s.limb_leads not in LIMB_LEADS:
+    raise ConfigError(
+      f"--config.sample.limb_leads={s.limb_leads!r}: choose one of {', '.join(LIMB_LEADS)}"
+    )
+  model = load_model(workdir, cfg, ds.content_key)
+  model.limb_leads = s.limb_leads
   return LatentDiffusion(
-    load_model(workdir, cfg, ds.content_key),
+    model,
     num_steps=s.num_steps,
     cfg_scale=s.cfg_scale,
     eta=s.eta,
