@@ -33,6 +33,13 @@ def get_config(preset: str = "mini") -> ConfigDict:
   c.vae = ConfigDict(dict(VAE_PAPER if paper else VAE_MINI))
   c.unet = ConfigDict(dict(UNET_PAPER if paper else UNET_MINI))
   c.unet.cond_embedding = "linear"  # or "nle" (SSSD-ECG-nle label table)
+  # Compute dtype of each network, "float32" or "bfloat16" (bf16 convolutions, dots and
+  # activations; parameters, optimiser state, GroupNorm statistics, losses, the DDIM
+  # update and the sampler's output stay float32). Part of a training stage's
+  # fingerprint and of a cohort's identity when not float32; not of the exported
+  # generator, so a float32-trained generator can sample in bf16.
+  c.vae.compute_dtype = "float32"
+  c.unet.compute_dtype = "float32"
   # v-prediction: stable x0 at the terminal timesteps (see diffusion/loss.py).
   c.diffusion = ConfigDict(
     dict(num_timesteps=1000, schedule="linear", p_uncond=0.1, prediction="v")

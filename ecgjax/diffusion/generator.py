@@ -30,6 +30,40 @@ from ecgjax.models.unet import UNet
 from ecgjax.models.vae import VAE
 
 LATENT_SHAPE = (4, 128)
+# `--config.vae.compute_dtype` / `--config.unet.compute_dtype`: the dtype convolutions,
+# dots and activations run in. Parameters, optimiser state, GroupNorm statistics,
+# the loss, the DDIM update and the sampler's output stay float32 whatever it is.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def module_kwargs(section, name: str) -> dict:
+  """A `vae` or `unet` config section as module arguments (compute_dtype -> dtype)."""
+  kwargs = dict(section)
+  dtype = kwargs.pop("compute_dtype", "float32")
+  if dtype not in COMPUTE_DTYPES:
+    raise ConfigError(
+      f"--config.{name}.compute_dtype={dtype!r}: choose one of {', '.join(COMPUTE_DTYPES)}"
+    )
+  return {**kwargs, "dtype": jnp.dtype(dtype)}
+
+
+def describe_model(section, *, compute_dtype: bool = True) -> dict:
+  """A model section for fingerprints. compute_dtype appears only when it is not
+  float32 (so float32 fingerprints are what they were before the option existed),
+  and never with ``compute_dtype=False``: an export holds float32 parameters that
+  any compute dtype can sample with."""
+  d = fingerprints.describe(section)
+  if not compute_dtype or d.get("compute_dtype", "float32") == "float32":
+    d.pop("compute_dtype", None)
+  return d
+
+
+def build_vae(cfg) -> VAE:
+  return VAE(**module_kwargs(cfg.vae, "vae"))
+
+
+def build_unet(cfg) -> UNet:
+  return UNet(**module_kwargs(cfg.unet, "unet"))
 
 
 def make_schedule(diffusion_cfg) -> Schedule:
@@ -61,8 +95,8 @@ def eps_fn(unet: UNet, schedule: Schedule, prediction: str):
 def generator_meta(cfg, content_key: str) -> dict:
   """What a generator checkpoint must agree on with the config that reads it."""
   describe = {
-    "vae": fingerprints.describe(cfg.vae),
-    "unet": fingerprints.describe(cfg.unet),
+    "vae": describe_model(cfg.vae, compute_dtype=False),
+    "unet": describe_model(cfg.unet, compute_dtype=False),
     "diffusion": fingerprints.describe(cfg.diffusion),
   }
   return {"fingerprint": fingerprint(describe), "describe": describe, "data_key": content_key}
@@ -155,8 +189,8 @@ def build(cfg) -> Generator:
   if cfg.diffusion.prediction not in PREDICTIONS:
     raise ConfigError(f"--config.diffusion.prediction={cfg.diffusion.prediction!r}: use eps or v")
   return Generator(
-    vae=VAE(**cfg.vae),
-    unet=UNet(**cfg.unet),
+    vae=build_vae(cfg),
+    unet=build_unet(cfg),
     schedule=make_schedule(cfg.diffusion),
     prediction=cfg.diffusion.prediction,
     params={},

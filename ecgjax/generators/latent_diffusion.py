@@ -40,13 +40,21 @@ class LatentDiffusion:
 
   @property
   def identity(self) -> dict:
-    return {
+    ident = {
       "generator": self.model.fingerprint,
       "num_steps": self.num_steps,
       "cfg_scale": self.cfg_scale,
       "eta": self.eta,
       "limb_leads": self.model.limb_leads,
     }
+    # bf16 compute gives other samples from the same weights; float32 adds no key,
+    # so cohorts made before the option keep their identity.
+    dtypes = {
+      n: np.dtype(m.dtype).name for n, m in (("vae", self.model.vae), ("unet", self.model.unet))
+    }
+    if any(d != "float32" for d in dtypes.values()):
+      ident["compute_dtype"] = dtypes
+    return ident
 
   def generate(self, cond, key, *, mesh: Mesh, start: int = 0) -> np.ndarray:
     return self.model.generate(

@@ -119,8 +119,14 @@ class SelfAttention1D(nn.Module):
   def __call__(self, x):
     c = x.shape[-1]
     h = group_norm(c, "norm", self.dtype)(x)
+    # The softmax in float32 under a bf16 compute dtype (no change in float32).
     h = nn.MultiHeadDotProductAttention(
-      num_heads=self.num_heads, qkv_features=c, out_features=c, dtype=self.dtype, name="attn"
+      num_heads=self.num_heads,
+      qkv_features=c,
+      out_features=c,
+      dtype=self.dtype,
+      force_fp32_for_softmax=True,
+      name="attn",
     )(h, h)
     return x + h
 

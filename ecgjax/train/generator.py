@@ -76,7 +76,7 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
   """Stage 1. Returns (vae params, signal mean, signal std)."""
   tcfg = cfg.train_vae
   mean, std = ds.signal_stats()
-  vae = VAE(**cfg.vae)
+  vae = gen_lib.build_vae(cfg)
   lr = _schedule(tcfg)
   tx = adamw(lr, tcfg.weight_decay)
   key = jax.random.PRNGKey(tcfg.seed)
@@ -90,9 +90,9 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
   )
   meta = {
     "fingerprint": fingerprint(
-      [fingerprints.describe(cfg.vae), fingerprints.describe(tcfg), ds.content_key]
+      [gen_lib.describe_model(cfg.vae), fingerprints.describe(tcfg), ds.content_key]
     ),
-    "describe": {"vae": fingerprints.describe(cfg.vae), "train_vae": fingerprints.describe(tcfg)},
+    "describe": {"vae": gen_lib.describe_model(cfg.vae), "train_vae": fingerprints.describe(tcfg)},
   }
   ckpt = Checkpointer(
     os.path.join(workdir, GENERATOR_DIR, "vae"),
@@ -132,11 +132,11 @@ def encode_latents(vae: VAE, params, signals, mean, std, batch_size=256):
 def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None, progress=True):
   """Stage 2. Returns (EMA params, latent_scale, final step)."""
   tcfg = cfg.train_unet
-  vae = VAE(**cfg.vae)
+  vae = gen_lib.build_vae(cfg)
   train = np.flatnonzero(ds.train_mask)
   latents = encode_latents(vae, vae_params, ds.signals[train], mean, std)
   latent_scale = np.float32(1.0 / max(float(latents.std()), 1e-6))
-  unet = gen_lib.build(cfg).unet
+  unet = gen_lib.build_unet(cfg)
   schedule = gen_lib.make_schedule(cfg.diffusion)
   lr = _schedule(tcfg)
   tx = adamw(lr, tcfg.weight_decay)
@@ -157,7 +157,7 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
     )
   )
   describe = {
-    "unet": fingerprints.describe(cfg.unet),
+    "unet": gen_lib.describe_model(cfg.unet),
     "train_unet": fingerprints.describe(tcfg),
     "diffusion": fingerprints.describe(cfg.diffusion),
   }
