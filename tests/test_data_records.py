@@ -74,3 +74,52 @@ def test_cache_is_keyed_by_content(small_root, tmp_path):
   np.testing.assert_array_equal(changed.signals[0], reference.T.astype(np.float32))
   assert changed.signals[0, 0, 0] != first.signals[0, 0, 0]
   assert len([f for f in os.listdir(cache) if f.endswith(".npy")]) == 2
+
+
+def test_fast_reader_equals_wfdb_and_leaves_other_records_to_it(tmp_path, monkeypatch):
+  """PTB-XL's own 100 Hz records are decoded without wfdb, to wfdb's exact float64 values;
+  a record in any other form returns None (wfdb reads it, with wfdb's values and errors)."""
+  from ecgjax.data import records
+
+  root = embedded_data_dir()
+  db = pd.read_csv(os.path.join(root, "ptbxl_database.csv"))
+  for rel in db["filename_lr"]:
+    reference, _ = wfdb.rdsamp(os.path.join(root, rel))
+    fast = records.read_ptbxl_fast(os.path.join(root, rel))
+    assert fast is not None and fast.dtype == np.float64, rel
+    np.testing.assert_array_equal(fast, reference, err_msg=rel)
+  # the loader's reader takes the fast path: it works with wfdb.rdsamp out of order
+  rel = db["filename_lr"].iloc[0]
+  monkeypatch.setattr(records.wfdb, "rdsamp", lambda *a, **k: 1 / 0)
+  np.testing.assert_array_equal(
+    records.read_record(root, rel),
+    wfdb.rdrecord(os.path.join(root, rel)).p_signal.T.astype(np.float32),
+  )
+  monkeypatch.undo()
+
+  signal = wfdb.rdsamp(os.path.join(root, rel))[0]
+  names = list(records.LEADS)
+
+  def written(name, **kwargs):
+    args = dict(fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12)
+    wfdb.wrsamp(name, fs=100, units=["mV"] * 12, sig_name=names, p_signal=signal,
+                write_dir=str(tmp_path), **{**args, **kwargs})  # fmt: skip
+    return str(tmp_path / name)
+
+  # another gain and baseline are still PTB-XL's form, decoded like wfdb does
+  path = written("gain", adc_gain=[200.0] * 12, baseline=[5] * 12)
+  np.testing.assert_array_equal(records.read_ptbxl_fast(path), wfdb.rdsamp(path)[0])
+  # format 212, a comment line, or a NaN sample: not this form, so wfdb reads them
+  assert records.read_ptbxl_fast(written("f212", fmt=["212"] * 12)) is None
+  path = written("comment")
+  hea = pathlib.Path(path + ".hea")
+  hea.write_text(hea.read_text() + "# age: 56\n")
+  assert records.read_ptbxl_fast(path) is None
+  np.testing.assert_array_equal(
+    records.read_record(str(tmp_path), "comment"), wfdb.rdsamp(path)[0].T.astype(np.float32)
+  )
+  path = written("nan")
+  raw = bytearray(pathlib.Path(path + ".dat").read_bytes())
+  raw[0:2] = (-32768).to_bytes(2, "little", signed=True)
+  pathlib.Path(path + ".dat").write_bytes(bytes(raw))
+  assert records.read_ptbxl_fast(path) is None
