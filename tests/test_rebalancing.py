@@ -183,3 +183,22 @@ def test_classes_absent_from_the_table_stay_absent():
     q = w @ labels
     assert np.isfinite(w).all() and q[3] == 0 and q[0] == pytest.approx(1)
     assert q[1] > 0.01 and RARE_MAX > 0.01
+
+
+def test_weights_are_solved_once_per_table(table, monkeypatch):
+  """make_table stores F's weights; draws and reports read them and never solve again."""
+  for name in ("rare_boost", "rare_oversample_3x"):
+    targets, raised = _targets(name, table.prevalence)
+    np.testing.assert_array_equal(
+      np.asarray(table.row_weights[name]), np.asarray(solve(table.labels, targets, raised))
+    )
+
+  def no_solve(*args, **kwargs):
+    raise AssertionError("solved again")
+
+  monkeypatch.setattr(classes, "rebalance_weights", no_solve)
+  monkeypatch.setattr(classes, "solve_weights", no_solve)
+  for name in ("rare_boost", "rare_oversample_3x"):
+    draw = P.POLICIES[name](jax.random.PRNGKey(0), table, 64)  # eager, as the harness calls it
+    assert draw.rows.shape == (64,)
+    assert classes.rebalance_report(table, name)["num_rows"] == table.num_rows
