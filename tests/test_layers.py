@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = [
   {"errors", "fileio", "fingerprints"},  # leaf helpers
   {"data", "models"},  # records, condition table, pipelines; Flax modules
-  {"metrics", "diffusion", "policies"},  # scores; DDPM/DDIM maths; sampling policies
+  {"metrics", "diffusion", "policies", "fidelity"},  # scores; DDPM/DDIM; policies; audit measures
   {"train"},  # training loops and checkpoints (classifier, VAE + U-Net)
   {"generators"},  # the generator interface and its kinds, the cohort writer
   {"configs"},  # presets (each generator kind adds its section)
