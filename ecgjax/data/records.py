@@ -13,6 +13,7 @@ goes through `wfdb.rdsamp`, so its values and its errors are wfdb's.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ NUM_SAMPLES = 1000
 # Below this many records a process pool costs more to start than it saves.
 _MIN_RECORDS_FOR_POOL = 1000
 _CHUNK = 64
+_IN_FLIGHT_PER_WORKER = 4  # chunks queued per worker process
 
 
 # One signal line of a PTB-XL 100 Hz header: file, format 16, gain(baseline)/mV,
@@ -143,9 +145,19 @@ def read_records(
     else:
       ctx = multiprocessing.get_context("forkserver")
       with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        for i, block in enumerate(pool.map(_read_chunk, chunks)):
-          out[i * _CHUNK : i * _CHUNK + len(block)] = block
-          bar.update(len(block))
+        # A bounded window of chunks in flight: decoded blocks never pile up in memory
+        # while the writer catches up (pool.map would queue every chunk at once).
+        window = _IN_FLIGHT_PER_WORKER * workers
+        futures = collections.deque()
+        start = 0  # first record of the oldest chunk in flight
+        for k in range(len(chunks) + window):
+          if k < len(chunks):
+            futures.append(pool.submit(_read_chunk, chunks[k]))
+          if futures and (len(futures) > window or k >= len(chunks)):
+            block = futures.popleft().result()
+            out[start : start + len(block)] = block
+            start += len(block)
+            bar.update(len(block))
   finally:
     bar.close()
   return out
