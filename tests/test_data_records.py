@@ -123,3 +123,16 @@ def test_fast_reader_equals_wfdb_and_leaves_other_records_to_it(tmp_path, monkey
   raw[0:2] = (-32768).to_bytes(2, "little", signed=True)
   pathlib.Path(path + ".dat").write_bytes(bytes(raw))
   assert records.read_ptbxl_fast(path) is None
+
+
+def test_the_process_pool_reads_what_one_process_reads(ptbxl, monkeypatch):
+  """The pool path (used from 1,000 records) with a bounded window of chunks in flight."""
+  from ecgjax.data import records
+
+  root = embedded_data_dir()
+  rels = list(pd.read_csv(os.path.join(root, "ptbxl_database.csv"))["filename_lr"])
+  monkeypatch.setattr(records, "_MIN_RECORDS_FOR_POOL", 0)
+  monkeypatch.setattr(records, "_CHUNK", 7)  # 58 chunks, the last one short; window 8
+  out = np.full((len(rels), 12, 1000), np.nan, np.float32)
+  records.read_records(root, rels, out=out, num_workers=2, progress=False)
+  np.testing.assert_array_equal(out, ptbxl.signals)
