@@ -65,6 +65,8 @@ def get_config(preset: str = "mini") -> ConfigDict:
       ema_decay=0.999 if paper else 0.99,
       log_every=200 if paper else 100,
       checkpoint_every=5000 if paper else 500,
+      # > 0: keep every multiple of it as well (a convergence study's checkpoints).
+      keep_every=0,
       seed=1,
     )
   )
@@ -103,6 +105,36 @@ def get_config(preset: str = "mini") -> ConfigDict:
       leads="II,12",  # lead II alone (the paper's setting), then all 12 leads
       n_syn=10_000 if paper else 256,  # simulated training recordings, half positive
       caps="5,10,20,50,all",  # the reduced-positives sweep's real positive counts
+    )
+  )
+  # Augmentation with synthetic positives (paper 003 Table III; ecgjax/eval/augment.py).
+  c.augment = ConfigDict(dict(codes="AFIB,CRBBB,1AVB,CLBBB,PVC"))
+  # Mixtures and synthetic pre-training (paper 001; ecgjax/eval/transfer.py).
+  c.transfer = ConfigDict(
+    dict(
+      ratios="0.5,1,2",  # mix_<r>: all real train records + r x as many synthetic ones
+      fractions="0.25,1" if not paper else "0.1,0.25,0.5,1",  # real subsets, scratch/finetune
+      n_synthetic=0,  # the synthetic-only / pre-training cohort; 0: tstr.n
+    )
+  )
+  # Generator convergence (paper 003 Table IV; ecgjax/eval/convergence.py): TSTR with the
+  # U-Net's EMA weights at these steps, kept every keep_every steps while training.
+  c.convergence = ConfigDict(
+    dict(
+      steps="10000,25000,50000,100000" if paper else "500,1000,1500,2000",
+      keep_every=5000 if paper else 500,
+      n=0,  # cohort size per step; 0: tstr.n
+    )
+  )
+  # The fidelity and privacy audit (ecgjax/eval/audit.py; experiments/audit.py).
+  c.audit = ConfigDict(
+    dict(
+      max_records=2000 if paper else 512,  # per candidate set; every set gets the same size
+      clinical_records=2000 if paper else 512,  # records measured with neurokit2, per set
+      min_class_records=20 if paper else 10,  # per-class clinical comparisons need this many
+      prdc_k=5,  # nearest neighbours of precision/recall/density/coverage
+      memorisation_quantile=0.05,  # of the test records' nearest-training-record distances
+      seed=0,  # the subsets
     )
   )
   c.tstr = ConfigDict(

@@ -19,14 +19,11 @@ class it renders, 12 leads.
 
 import os
 
-import jax
-import numpy as np
 from absl import flags
 
-from ecgjax import cli, errors, generators, policies
+from ecgjax import cli, errors, policies
 from ecgjax.data import load_ptbxl
-from ecgjax.errors import ConfigError
-from ecgjax.eval import pipeline_setup, plots, tstr
+from ecgjax.eval import cohorts
 from ecgjax.generators import cohort
 
 cli.define_flags()
@@ -47,97 +44,13 @@ _SHARD_SIZE = flags.DEFINE_integer(
 )
 
 
-def generate(
-  cfg,
-  mesh,
-  ds,
-  workdir,
-  n,
-  out,
-  seed,
-  shard_size,
-  stop_after_shards=None,
-  progress=True,
-  policy="real_matched",
-):
-  """Writes (or finishes) the cohort; returns its manifest."""
-  if n is None or n <= 0:
-    raise ConfigError(f"--n must be a positive integer, got {n}")
-  spec = policies.get(policy)
-  if spec.source == policies.REAL:
-    raise ConfigError(
-      f"--policy={policy} uses real records, not generated ones: nothing to generate"
-    )
-  pipeline_setup.ensure_generator(cfg, mesh, ds, workdir, progress=progress)
-  gen = generators.for_config(cfg).load(cfg, ds, workdir)
-  judge = None
-  if spec.source == policies.JUDGE_POOL:
-    if gen.sampling_rate != 100:
-      raise ConfigError(
-        f"--policy={policy}: the judge scores 100 Hz signals, not {gen.sampling_rate} Hz"
-      )
-    pipeline_setup.ensure_judge(cfg, mesh, ds, workdir, progress=progress)
-    from ecgjax.eval import judge as judge_lib
-
-    judge = judge_lib.load(workdir, cfg)
-  return tstr.policy_cohort(
-    policy,
-    jax.random.PRNGKey(seed),
-    n,
-    out,
-    seed,
-    gen=gen,
-    table=policies.make_table(ds),
-    mesh=mesh,
-    judge=judge,
-    shard_size=shard_size,
-    stop_after_shards=stop_after_shards,
-    progress=progress,
-  )
-
-
-def simulated_vs_real(cfg, mesh, ds, out_path, seed=0) -> str:
-  """One real record per class the simulator renders (the first with that label and none of
-  the other classes; NORM: normal and no class) beside a simulated one from the same
-  conditioning vector. A class with no such record in the data gets an empty real panel
-  and a simulated one from its label alone (with the first train record's demographics)."""
-  from ecgjax.generators import simulator
-
-  gen = generators.get("simulator").load(cfg, ds)
-  codes = list(ds.codes)
-  classes = [codes.index(c) for c in simulator.CLASSES]
-  first_train = np.flatnonzero(ds.train_mask)[0]
-  real, cond, titles = [], [], []
-  for name in ("NORM",) + simulator.CLASSES:
-    has = ds.labels[:, codes.index(name)]
-    others = ds.labels[:, [c for c in classes if codes[c] != name]].any(1)
-    rows = np.flatnonzero(has & ~others)
-    if len(rows):
-      real.append(np.asarray(ds.signals[rows[0]]))
-      cond.append(ds.cond[rows[0]])
-      titles.append(f"{name} (ecg_id {ds.ecg_id[rows[0]]})")
-    else:
-      real.append(np.full(ds.signals.shape[1:], np.nan, np.float32))
-      c = np.array(ds.cond[first_train], np.float32)
-      c[: len(codes)] = 0
-      c[codes.index(name)] = 1
-      cond.append(c)
-      titles.append(f"{name} (no real record in this data)")
-  fake = gen.generate(np.stack(cond), jax.random.PRNGKey(seed), mesh=mesh)
-  return plots.ecg_comparison(
-    np.stack(real), fake, titles, out_path, fake_rate=gen.sampling_rate, fake_name="simulated"
-  )
-
-
 def main(argv):
   del argv
   cfg, mesh = cli.start()
   ds = load_ptbxl(cli.data_dir())
   kind = cfg.generator.kind
-  out = _OUT.value or os.path.join(
-    cli.workdir(), "cohorts", kind, f"{_POLICY.value}_seed{_SEED.value}"
-  )
-  manifest = generate(
+  out = _OUT.value or cohorts.cohort_dir(cli.workdir(), kind, _POLICY.value, _SEED.value)
+  manifest = cohorts.make_cohort(
     cfg, mesh, ds, cli.workdir(), _N.value, out, _SEED.value, _SHARD_SIZE.value,
     policy=_POLICY.value,
   )  # fmt: skip
@@ -150,7 +63,8 @@ def main(argv):
     f"{run['generated']} generated in {run['seconds']:.1f} s ({rate})"
   )
   if kind == "simulator" and cli.is_writer():
-    print("wrote", simulated_vs_real(cfg, mesh, ds, os.path.join(out, "simulated_vs_real.png")))
+    path = os.path.join(out, "simulated_vs_real.png")
+    print("wrote", cohorts.simulated_vs_real(cfg, mesh, ds, path))
 
 
 if __name__ == "__main__":

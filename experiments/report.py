@@ -1,14 +1,17 @@
-"""Turns a workdir of TSTR runs into Table 1 and Figures 1-2 (docs/design.md §5).
+"""Turns a workdir into one report: every evaluation found, rendered (docs/design.md §10).
 
   python -m experiments.report --workdir=workdir
 
-Reads `<workdir>/tstr/<policy>/seed_<s>/metrics.json` and, when the blend
-experiment ran, `<workdir>/blend/frac_<f>/seed_<s>/metrics.json`; writes
-`table1.md`, `table1.csv`, `figure1.png` and (with blend runs) `blend.csv` and
-`figure2.png` to `<workdir>/report/`, each atomically, and prints the table.
-Rows average over the seeds present (mean ± sample std, ddof=1); unreadable
-files are skipped with a warning naming them. Needs no accelerator and no jax,
-so it can run on a copy of a pod's workdir while the sweep goes on.
+Finds the runs of every registered evaluation (ecgjax/eval/registry.py) below
+the workdir and below each other generator's root (<workdir>/<kind>/): TSTR
+(Table 1, Figure 1), the blend (Figure 2), TRTS, Syn-to-Real, the fidelity and
+privacy audits (linked), augmentation, transfer and convergence. Writes each
+section's tables (Markdown, CSV) and figures (PNG) to `<workdir>/report/`,
+each atomically, with `index.md` and `index.html` (the same content, for a
+browser) holding every section, and prints them. Tables average over the
+seeds present (mean ± sample std, ddof=1); unreadable files are skipped with
+a warning naming them. Needs no accelerator and runs no model, so it can run
+on a copy of a pod's workdir while the sweep goes on.
 """
 
 from absl import flags
@@ -17,9 +20,7 @@ from ecgjax import errors
 from ecgjax.errors import ConfigError
 from ecgjax.eval import report
 
-_WORKDIR = flags.DEFINE_string(
-  "workdir", "workdir", "Workdir whose tstr/ (and blend/) runs are reported."
-)
+_WORKDIR = flags.DEFINE_string("workdir", "workdir", "Workdir whose runs are reported.")
 _OUT = flags.DEFINE_string("out", None, "Output directory; default <workdir>/report.")
 _BOLD_BEST = flags.DEFINE_bool(
   "bold_best", True, "Bold the best synthetic-only mean of each Table 1 column, as the paper does."

@@ -34,7 +34,7 @@ def main(argv):
   caps = syn2real.parse_caps(s.caps)
   ds = load_ptbxl(cli.data_dir())
   exp = syn2real.Syn2Real(cfg, mesh, ds, cli.workdir())
-  print(syn2real.report.markdown(exp.counts()))
+  print(syn2real.markdown(exp.counts()))
   for lead in leads:
     for code in classes:
       for seed in seeds:
@@ -49,7 +49,7 @@ def main(argv):
               + ("  (finished earlier)" if skipped else "")
               + (f"  [{record['note']}]" if record.get("note") else "")
             )
-  out = os.path.join(exp.root, "report")
+  out = os.path.join(exp.dir, "report")
   if cli.is_writer():
     for path in syn2real.write_report(syn2real.collect(exp.root), exp.counts(), caps, out).values():
       print("wrote", path)

@@ -11,16 +11,11 @@ codes (the simulator), both are scored on those codes. Writes
 <root>/trts/seed_<s>/metrics.json, root as in experiments.tstr.
 """
 
-import os
-import shutil
-
-import numpy as np
 from absl import flags
 
-from ecgjax import cli, errors, fileio, metrics
+from ecgjax import cli, errors
 from ecgjax.data import load_ptbxl
-from ecgjax.eval import pipeline_setup, tstr
-from ecgjax.generators import cohort
+from ecgjax.eval import pipeline_setup, trts, tstr
 
 cli.define_flags()
 _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds of the synthetic test copy.")
@@ -35,53 +30,13 @@ def main(argv):
   pipeline_setup.ensure_generator(cfg, mesh, ds, workdir)
   pipeline_setup.ensure_judge(cfg, mesh, ds, workdir)
   harness = tstr.Harness(cfg, mesh, ds, workdir)
-  gen, (judge, _) = harness.generator, harness.judge
-  cols = harness.columns
-  te, va = np.flatnonzero(ds.test_mask), np.flatnonzero(ds.val_mask)
-  p_val = judge.predict(np.asarray(ds.signals[va]), mesh)[:, cols]
-  p_real = judge.predict(np.asarray(ds.signals[te]), mesh)[:, cols]
-  y_te = ds.labels[te][:, cols]
-  common = dict(
-    y_true_val=ds.labels[va][:, cols],
-    y_score_val=p_val,
-    train_labels=ds.labels[ds.train_mask][:, cols],
-    codes=harness.codes,
-    min_test_positives=cfg.tstr.min_test_positives,
-    n_boot=cfg.tstr.n_boot,
-  )
-  trtr = metrics.summarize(y_te, p_real, **common)
-  for seed in seeds:
-    run_dir = os.path.join(harness.root, "trts", f"seed_{seed}")
-    path = os.path.join(run_dir, tstr.METRICS)
-    if os.path.isfile(path):
-      print(f"seed {seed}: finished earlier ({path})")
-      continue
-    out = os.path.join(run_dir, "cohort")
-    cohort.generate_cohort(gen, mesh, ds.cond[te], ds.labels[te], te, out, seed=seed)
-    signals = cohort.read_cohort(out)["signals"]
-    trts = metrics.summarize(y_te, judge.predict(signals, mesh)[:, cols], seed=seed, **common)
-    record = {
-      "policy": "trts",
-      "seed": seed,
-      "generator": harness.kind.name,
-      "codes": harness.codes,
-      "n_test": int(len(te)),
-      "macro_auroc": trts["macro_auroc"],
-      "buckets": trts["buckets"],
-      "per_code": trts["per_code"],
-      "n_evaluable": trts["n_evaluable"],
-      "trtr_macro_auroc": trtr["macro_auroc"],
-      "trtr_buckets": trtr["buckets"],
-      "config": cfg.to_dict(),
-      "code_version": tstr.code_version(),
-    }
-    if cli.is_writer():
-      fileio.write_json(path, record)
-      shutil.rmtree(out, ignore_errors=True)
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+  fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+  for record, skipped in trts.run(harness, seeds):
     print(
-      f"seed {seed}: TRTS macro AUROC {fmt(trts['macro_auroc'])} vs TRTR "
-      f"{fmt(trtr['macro_auroc'])} over {trts['n_evaluable']} codes -> {path}"
+      f"seed {record['seed']}: TRTS macro AUROC {fmt(record['macro_auroc'])} vs TRTR "
+      f"{fmt(record['trtr_macro_auroc'])} over {record['n_evaluable']} codes"
+      + ("  (finished earlier)" if skipped else "")
+      + f" -> {trts.TRTS.run(harness.root, seed=record['seed']).path}"
     )
 
 

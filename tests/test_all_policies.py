@@ -11,7 +11,8 @@ from ecgjax import policies
 from ecgjax.data import pipeline
 from ecgjax.errors import CheckpointError
 from ecgjax.eval import judge as judge_lib
-from ecgjax.eval import report, tstr
+from ecgjax.eval import report, table1, tstr
+from ecgjax.eval import runs as runs_lib
 
 N = 16
 
@@ -51,8 +52,8 @@ def test_report_over_all_policies(harness):
     harness.run(policy, 0)  # finished above: skipped
   out = os.path.join(harness.workdir, "report")
   report.make_report(harness.workdir)
-  df = report.table1(report.collect(harness.workdir))
-  assert list(df["policy"]) == list(report.POLICY_ORDER) and sorted(report.POLICY_ORDER) == sorted(
+  df = table1.table1(runs_lib.collect(harness.workdir, tstr.TSTR))
+  assert list(df["policy"]) == list(table1.POLICY_ORDER) and sorted(table1.POLICY_ORDER) == sorted(
     policies.POLICIES
   )
   assert (df["seeds"] == 1).all()
@@ -66,7 +67,7 @@ def test_blend_mixes_real_and_synthetic(harness):
   assert record["generator_budget"] == N - round(0.25 * N)  # only the synthetic part is generated
   path = os.path.join(harness.workdir, "blend", "frac_0.25", "seed_1", "metrics.json")
   assert json.loads(pathlib.Path(path).read_text())["real_fraction"] == 0.25
-  runs = report.collect(harness.workdir, kind="blend")
+  runs = runs_lib.collect(harness.workdir, tstr.BLEND)
   assert [r["real_fraction"] for r in runs] == [0.25]
 
 

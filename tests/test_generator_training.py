@@ -12,11 +12,11 @@ from conftest import export_random_generator, tiny_cfg
 from ecgjax.data import pipeline
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.errors import CheckpointError, ConfigError
+from ecgjax.eval import cohorts as generate_main
 from ecgjax.generators import cohort, latent_diffusion
 from ecgjax.train import generator as train_lib
 from ecgjax.train import loop
 from ecgjax.train.state import TrainState, adamw
-from experiments import generate as generate_main
 
 needs_8 = pytest.mark.skipif(
   jax.device_count() < 8, reason="needs 8 devices (XLA_FLAGS in conftest.py)"
@@ -109,13 +109,13 @@ def test_interrupted_generation_resumes_to_the_same_cohort(exported, ptbxl, tmp_
   args = dict(
     cfg=cfg, mesh=mesh, ds=ptbxl, workdir=workdir, n=21, seed=3, shard_size=8, progress=False
   )
-  generate_main.generate(out=str(tmp_path / "straight"), **args)
-  partial = generate_main.generate(out=str(tmp_path / "resumed"), stop_after_shards=1, **args)
+  generate_main.make_cohort(out=str(tmp_path / "straight"), **args)
+  partial = generate_main.make_cohort(out=str(tmp_path / "resumed"), stop_after_shards=1, **args)
   assert not partial["complete"] and len(partial["shards"]) == 1
   with pytest.raises(ConfigError, match="no complete cohort"):
     cohort.read_cohort(str(tmp_path / "resumed"))
   cfg.sample.batch_size = 8  # a different batch size must not change any sample
-  generate_main.generate(out=str(tmp_path / "resumed"), **args)
+  generate_main.make_cohort(out=str(tmp_path / "resumed"), **args)
   a, b = (
     cohort.read_cohort(str(tmp_path / "straight")),
     cohort.read_cohort(str(tmp_path / "resumed")),

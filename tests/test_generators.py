@@ -15,9 +15,9 @@ from sklearn.metrics import average_precision_score, f1_score
 from ecgjax import generators, policies
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
+from ecgjax.eval import cohorts as generate_main
 from ecgjax.eval import syn2real, tstr
 from ecgjax.generators import cohort, simulator
-from experiments import generate as generate_main
 
 N = 8
 GENERATED = [p for p in policies.names() if policies.get(p).source != policies.REAL]
@@ -38,7 +38,7 @@ def test_generate_every_generated_policy_with_either_kind(workdir, ptbxl, tmp_pa
   cfg = tiny_cfg()
   cfg.generator.kind = kind
   out = str(tmp_path / "cohort")
-  manifest = generate_main.generate(
+  manifest = generate_main.make_cohort(
     cfg, pipeline.make_mesh(1), ptbxl, workdir, N, out, 0, 4, progress=False, policy=policy
   )
   assert manifest["complete"] and manifest["n"] == N
@@ -58,7 +58,7 @@ def test_generate_every_generated_policy_with_either_kind(workdir, ptbxl, tmp_pa
     # The selection is made of pool signals.
     assert all(any(np.array_equal(s, p) for p in pool["signals"]) for s in made["signals"])
   # A rerun finds the cohort complete and generates nothing.
-  again = generate_main.generate(
+  again = generate_main.make_cohort(
     cfg, pipeline.make_mesh(1), ptbxl, workdir, N, out, 0, 4, progress=False, policy=policy
   )
   assert again["last_run"]["generated"] == 0
@@ -145,3 +145,39 @@ def test_syn2real_protocol_at_a_tiny_size(ptbxl, tmp_path):
   )
   assert all(os.path.getsize(p) > 0 for p in written.values())
   assert "AFIB" in pathlib.Path(written["syn2real.md"]).read_text()
+
+
+def test_a_third_generator_is_one_module_and_one_registry_entry(ptbxl, tmp_path, monkeypatch):
+  """A toy kind (what a new module would define) plus one entry in registry.KINDS: the cohort
+  writer, the TSTR harness and its results root take it with no other change."""
+  from ecgjax.generators import base
+  from ecgjax.generators import registry as gen_registry
+
+  class Sines:
+    kind, sampling_rate, codes = "sines", 100, ("NORM",)
+    identity = {"generator": "sines-v1"}
+
+    def generate(self, cond, key, *, mesh, start=0):
+      i = np.arange(start, start + len(cond))[:, None, None]
+      t = np.arange(1000)[None, None, :] / 100.0
+      return np.broadcast_to(np.sin(2 * np.pi * (1 + 0.01 * i) * t), (len(cond), 12, 1000))
+
+    def cohort_notes(self, cond):
+      return {"renders": "a sine per sample"}
+
+  kind = base.GeneratorKind(
+    name="sines", summary="test", ensure=lambda *a, **k: False, load=lambda *a, **k: Sines(),
+    needs_training=False, codes=("NORM",),
+  )  # fmt: skip
+  monkeypatch.setitem(gen_registry.KINDS, "sines", kind)
+  cfg = tiny_cfg()
+  cfg.generator.kind = "sines"
+  out = str(tmp_path / "cohort")
+  manifest = generate_main.make_cohort(
+    cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), 6, out, 0, 4, progress=False
+  )
+  assert manifest["complete"] and manifest["generator"] == "sines-v1"
+  made = cohort.read_cohort(out)
+  assert made["signals"].shape == (6, 12, 1000) and np.allclose(made["signals"][0, 0, 25], 1.0)
+  harness = tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False)
+  assert harness.root == str(tmp_path / "sines") and harness.codes == ["NORM"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ecgjax import policies as P
-from ecgjax.eval import report
+from ecgjax.eval import table1
 from ecgjax.policies import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,11 +69,11 @@ def test_cli_enum_is_the_registry():
 
 
 def test_report_groups_are_the_registry(monkeypatch):
-  assert tuple(P.names()) == report.POLICY_ORDER
-  assert set(report.GROUPS) == set(registry.FAMILIES)
+  assert tuple(P.names()) == table1.POLICY_ORDER
+  assert set(table1.GROUPS) == set(registry.FAMILIES)
   for name, spec in P.REGISTRY.items():
-    assert report.GROUP_OF[name] == spec.family
-  assert (report.CEILING, report.BASELINE) == ("real_subset", "real_matched")
+    assert table1.GROUP_OF[name] == spec.family
+  assert (table1.CEILING, table1.BASELINE) == ("real_subset", "real_matched")
 
 
 def test_a_fourteenth_policy_is_one_function_and_one_entry(monkeypatch, ptbxl, tmp_path):
@@ -94,13 +94,13 @@ def test_a_fourteenth_policy_is_one_function_and_one_entry(monkeypatch, ptbxl, t
     report=lambda table, codes: {"rows": int(table.num_rows), "first": codes[0]},
   )
   monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
-  fresh = importlib.reload(report)
+  fresh = importlib.reload(table1)
   try:
     assert "every_other_row" in fresh.GROUPS["Diversity"]
     assert fresh.POLICY_ORDER[-1] == "every_other_row"
   finally:
     monkeypatch.delitem(registry.REGISTRY, spec.name)
-    importlib.reload(report)
+    importlib.reload(table1)
 
   # The harness dispatches on the registry's source and stores the report hook's output.
   monkeypatch.setitem(registry.REGISTRY, spec.name, spec)

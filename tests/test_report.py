@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ecgjax import fileio
 from ecgjax.errors import ConfigError
-from ecgjax.eval import report
+from ecgjax.eval import render, report, runs, table1, tstr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +48,7 @@ def _metrics(policy, seed, macro, buckets, **extra):
     "seed": seed,
     "n_train": 64,
     "macro_auroc": macro,
-    "buckets": dict(zip(report.BUCKETS, buckets)),
+    "buckets": dict(zip(table1.BUCKETS, buckets)),
     "per_code": {"NORM": macro},
     "n_evaluable": 3,
     "config": {"preset": "mini"},
@@ -87,7 +88,7 @@ def workdir(tmp_path):
   for frac, seeds in BLEND.items():
     for seed, macro in seeds.items():
       _write(
-        wd / "blend" / f"frac_{frac}" / f"seed_{seed}" / "metrics.json",
+        wd / "blend" / f"frac_{frac:g}" / f"seed_{seed}" / "metrics.json",
         json.dumps(_metrics("blend", seed, macro, (macro, macro, macro), real_fraction=frac)),
       )
   return str(wd), bad
@@ -95,15 +96,15 @@ def workdir(tmp_path):
 
 def test_collect_skips_bad_files_with_a_warning_naming_them(workdir):
   wd, bad = workdir
-  with pytest.warns(report.SkippedRunWarning) as record:
-    runs = report.collect(wd)
+  with pytest.warns(runs.SkippedRunWarning) as record:
+    found = runs.collect(wd, tstr.TSTR)
   messages = [str(w.message) for w in record]
   assert len(messages) == 2
   assert any(bad["corrupt"] in m for m in messages)
   assert any(bad["partial"] in m and "macro_auroc" in m for m in messages)
-  assert len(runs) == sum(len(s) for s in TSTR.values())
-  assert {r["seed"] for r in runs if r["policy"] == "rare_boost"} == {0}
-  blend = report.collect(wd, "blend")
+  assert len(found) == sum(len(s) for s in TSTR.values())
+  assert {r["seed"] for r in found if r["policy"] == "rare_boost"} == {0}
+  blend = runs.collect(wd, tstr.BLEND)
   assert sorted({r["real_fraction"] for r in blend}) == [0.0, 0.5, 1.0] and len(blend) == 6
 
 
@@ -112,14 +113,14 @@ def test_collect_skips_a_file_in_the_wrong_directory(tmp_path):
     tmp_path / "tstr" / "real_matched" / "seed_1" / "metrics.json",
     json.dumps(_metrics("uniform_class", 1, 0.8, (0.8, 0.8, 0.8))),
   )
-  with pytest.warns(report.SkippedRunWarning, match="does not match") as record:
-    assert report.collect(str(tmp_path)) == []
+  with pytest.warns(runs.SkippedRunWarning, match="not this place") as record:
+    assert runs.collect(str(tmp_path), tstr.TSTR) == []
   assert path in str(record[0].message)
 
 
 def test_table1_means_std_and_seed_counts_match_numpy(workdir):
-  with pytest.warns(report.SkippedRunWarning):
-    df = report.table1(report.collect(workdir[0]))
+  with pytest.warns(runs.SkippedRunWarning):
+    df = table1.table1(runs.collect(workdir[0], tstr.TSTR))
   assert list(df.columns) == [
     "group",
     "policy",
@@ -143,7 +144,7 @@ def test_table1_means_std_and_seed_counts_match_numpy(workdir):
       np.testing.assert_allclose(row["macro_std"], values[:, 0].std(ddof=1), rtol=0, atol=1e-12)
     else:
       assert np.isnan(row["macro_std"])
-    for j, b in enumerate(report.BUCKETS, start=1):
+    for j, b in enumerate(table1.BUCKETS, start=1):
       np.testing.assert_allclose(row[b], np.nanmean(values[:, j]), rtol=0, atol=1e-12)
   rm = df.set_index("policy").loc["real_matched"]
   assert rm["macro_std"] == pytest.approx(np.std([0.8845, 0.8967, 0.872], ddof=1))
@@ -163,14 +164,14 @@ def test_table1_all_null_bucket_is_nan():
     }
     for s in (0, 1)
   ]
-  row = report.table1(runs).iloc[0]
+  row = table1.table1(runs).iloc[0]
   assert np.isnan(row["moderate"]) and np.isnan(row["rare"]) and row["macro_std"] == 0.0
 
 
 def test_markdown_format_order_and_bold(workdir):
-  with pytest.warns(report.SkippedRunWarning):
-    df = report.table1(report.collect(workdir[0]))
-  md = report.to_markdown(df)
+  with pytest.warns(runs.SkippedRunWarning):
+    df = table1.table1(runs.collect(workdir[0], tstr.TSTR))
+  md = table1.to_markdown(df)
   lines = md.strip().splitlines()
   body = {line.split("|")[2].strip().split()[0].strip("`"): line for line in lines[2:]}
   assert list(body) == ORDER
@@ -184,13 +185,13 @@ def test_markdown_format_order_and_bold(workdir):
   assert "**0.8816**" in body["rare_boost"]
   assert "**" not in body["real_subset"] + body["real_matched"]
   assert body["real_matched"].rstrip().endswith("| 3 |")
-  assert "**" not in report.to_markdown(df, bold_best=False)
+  assert "**" not in table1.to_markdown(df, bold_best=False)
 
 
 def test_format_macro():
-  assert report.format_macro(0.8845, 0.0123, 5) == "0.8845±0.012"
-  assert report.format_macro(0.907, float("nan"), 1) == "0.9070"
-  assert report.format_macro(float("nan"), float("nan"), 0) == "n/a"
+  assert table1.format_macro(0.8845, 0.0123, 5) == "0.8845±0.012"
+  assert table1.format_macro(0.907, float("nan"), 1) == "0.9070"
+  assert table1.format_macro(float("nan"), float("nan"), 0) == "n/a"
 
 
 def _assert_png(path):
@@ -201,15 +202,15 @@ def _assert_png(path):
 
 def test_figures_and_csv(workdir, tmp_path):
   wd, _ = workdir
-  with pytest.warns(report.SkippedRunWarning):
-    df = report.table1(report.collect(wd))
-  _assert_png(report.figure1(df, str(tmp_path / "out" / "figure1.png")))
-  _assert_png(report.figure2(report.collect(wd, "blend"), str(tmp_path / "out" / "figure2.png")))
+  with pytest.warns(runs.SkippedRunWarning):
+    df = table1.table1(runs.collect(wd, tstr.TSTR))
+  _assert_png(table1.figure1(df, str(tmp_path / "out" / "figure1.png")))
+  _assert_png(table1.figure2(runs.collect(wd, tstr.BLEND), str(tmp_path / "out" / "figure2.png")))
   # No reference rows at all still draws (no baseline or ceiling line to place).
   _assert_png(
-    report.figure1(df[df["group"] != "Reference"].reset_index(drop=True), str(tmp_path / "f1b.png"))
+    table1.figure1(df[df["group"] != "Reference"].reset_index(drop=True), str(tmp_path / "f1b.png"))
   )
-  back = pd.read_csv(report.to_csv(df, str(tmp_path / "out" / "table1.csv")))
+  back = pd.read_csv(render.to_csv(df, str(tmp_path / "out" / "table1.csv")))
   pd.testing.assert_frame_equal(back, df, check_dtype=False)
   assert sorted(os.listdir(tmp_path / "out")) == [
     "figure1.png",
@@ -219,7 +220,7 @@ def test_figures_and_csv(workdir, tmp_path):
 
 
 def test_blend_table(workdir):
-  bt = report.blend_table(report.collect(workdir[0], "blend"))
+  bt = table1.blend_table(runs.collect(workdir[0], tstr.BLEND))
   assert list(bt["real_fraction"]) == [0.0, 0.5, 1.0] and list(bt["seeds"]) == [2, 3, 1]
   assert bt["macro"][1] == pytest.approx(np.mean([0.90, 0.91, 0.915]))
   assert bt["macro_std"][1] == pytest.approx(np.std([0.90, 0.91, 0.915], ddof=1))
@@ -232,14 +233,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     raise RuntimeError("killed")
 
   with pytest.raises(RuntimeError):
-    report.atomic_write(str(tmp_path / "table1.md"), fail)
+    fileio.atomic_write(str(tmp_path / "table1.md"), fail)
   assert os.listdir(tmp_path) == []
 
 
 def test_make_report_empty_workdir_names_it(tmp_path):
   empty = tmp_path / "empty"
   os.makedirs(empty / "tstr")
-  with pytest.raises(ConfigError, match="tstr/<policy>/seed_<s>/metrics.json") as e:
+  with pytest.raises(ConfigError, match="tstr/.../metrics.json") as e:
     report.make_report(str(empty))
   assert str(empty) in str(e.value)
   assert not os.path.exists(empty / "report")
@@ -266,6 +267,8 @@ def test_cli_writes_report_and_prints_table(workdir):
     "blend.csv",
     "figure1.png",
     "figure2.png",
+    "index.html",
+    "index.md",
     "table1.csv",
     "table1.md",
   ]
@@ -308,7 +311,7 @@ def test_sweep_runs_every_policy_in_table1_order_then_the_report():
   proc = _bash("launch/sweep.sh", "--dry_run", "--workdir=w d", "--", "--config.x=1")
   assert proc.returncode == 0, proc.stderr
   cmds = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
-  assert [c[3] for c in cmds[:-1]] == [f"--policy={p}" for p in report.POLICY_ORDER]
+  assert [c[3] for c in cmds[:-1]] == [f"--policy={p}" for p in table1.POLICY_ORDER]
   assert cmds[0] == [
     "python",
     "-m",

@@ -1,421 +1,108 @@
-"""Table 1 and Figures 1-2 of the policy survey from a workdir of TSTR runs (docs/design.md §5).
+"""The workdir report: every registered evaluation's section, one index (docs/design.md §10).
 
-Reads `<workdir>/tstr/<policy>/seed_<s>/metrics.json` (and, for the blend
-experiment, `<workdir>/blend/frac_<f>/seed_<s>/metrics.json`) and aggregates
-over whatever seeds are there: a sweep that is still running, or one where a
-seed was lost, still gives a report, and the `seeds` column says how many runs
-each row rests on. The spread is the sample standard deviation (ddof=1), the
-paper's "±"; it is undefined (NaN) for a single seed, which the table prints as
-a bare mean, as the paper does.
+  report.make_report(workdir)  ->  <workdir>/report/index.md, index.html and each section's files
 
-A report is made on a laptop from a copied workdir; nothing here runs a model.
+For the default generator's root (the workdir) and each other generator
+kind's root (<workdir>/<kind>/), every evaluation of the registry
+(ecgjax/eval/registry.py) whose runs are found is rendered by its own
+`render` (TSTR: Table 1 and Figure 1; blend: Figure 2; TRTS; Syn-to-Real;
+audits, linked; augmentation; transfer; convergence). Unreadable result
+files are skipped with a warning naming them (printed on stderr), so one bad
+file never costs the report of a sweep. Nothing here runs a model: a report
+is made on a laptop from a copied workdir, while the sweep goes on.
 """
 
 from __future__ import annotations
 
-import glob
-import json
-import math
 import os
 import sys
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from ecgjax.data import table
+from ecgjax import generators
 from ecgjax.errors import ConfigError
-from ecgjax.fileio import atomic_write
-from ecgjax.policies import registry
+from ecgjax.eval import registry, runs
+from ecgjax.eval.render import html_page, write_text
 
-# Table 1's rows, grouped by failure mode (paper section 5), in the paper's order:
-# read from the policy registry, the one place a policy is named.
-GROUPS: dict[str, tuple[str, ...]] = {
-  family: tuple(s.name for s in registry.REGISTRY.values() if s.family == family)
-  for family in registry.FAMILIES
-}
-OTHER = "Other"  # policies found in a workdir that Table 1 does not name
-POLICY_ORDER = tuple(p for ps in GROUPS.values() for p in ps)
-GROUP_OF = {p: g for g, ps in GROUPS.items() for p in ps}
-CEILING, BASELINE = registry.with_role(registry.CEILING), registry.with_role(registry.BASELINE)
-ROLE = {CEILING: registry.CEILING, BASELINE: registry.BASELINE}
-BUCKETS = table.BUCKETS
-COLUMNS = ["group", "policy", "macro", "macro_std", *BUCKETS, "seeds"]
-DDOF = 1  # sample std over seeds, as the paper's ±
-_PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red", "tab:olive")
-GROUP_COLORS = {**dict(zip(registry.FAMILIES, _PALETTE)), OTHER: "tab:brown"}
-
-_REQUIRED = {"policy": str, "seed": int, "macro_auroc": (int, float), "buckets": dict}
-_LAYOUT = {
-  "tstr": ("tstr", "*", "seed_*", "metrics.json"),
-  "blend": ("blend", "frac_*", "seed_*", "metrics.json"),
-}
+tstr_eval = registry.get("tstr")
 
 
-class SkippedRunWarning(UserWarning):
-  """A metrics.json that could not be used; the message names the file and why."""
+def roots(workdir: str) -> list[tuple[str, str]]:
+  """(generator kind, results root) for every kind whose root exists, the default first."""
+  found = [(generators.DEFAULT, workdir)]
+  for kind in generators.names():
+    if kind != generators.DEFAULT:
+      root = runs.results_root(workdir, kind)
+      if os.path.isdir(root):
+        found.append((kind, root))
+  return found
 
 
-def collect(workdir: str, kind: str = "tstr") -> list[dict]:
-  """Every readable run of one experiment in `workdir`, sorted by (policy or fraction, seed).
-
-  kind: "tstr" (Table 1, Figure 1) or "blend" (Figure 2). A run is its
-  metrics.json as a dict plus `path`. A file that is not JSON, lacks a field
-  the report needs, or disagrees with its directory name (a copy in the wrong
-  place) is skipped with a `SkippedRunWarning` naming it: one bad file must not
-  cost the report of a whole sweep.
-  """
-  if kind not in _LAYOUT:
-    raise ValueError(f"kind must be one of {sorted(_LAYOUT)}, got {kind!r}")
-  runs = []
-  for path in sorted(glob.glob(os.path.join(workdir, *_LAYOUT[kind]))):
-    try:
-      runs.append(_read_run(path, kind))
-    except (OSError, ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
-      warnings.warn(f"skipping {path}: {e}", SkippedRunWarning, stacklevel=2)
-  key = (
-    (lambda r: (r["policy"], r["seed"]))
-    if kind == "tstr"
-    else (lambda r: (r["real_fraction"], r["seed"]))
-  )
-  return sorted(runs, key=key)
-
-
-def _read_run(path: str, kind: str) -> dict:
-  with open(path, encoding="utf-8") as f:
-    run = json.load(f)
-  if not isinstance(run, dict):
-    raise ValueError(f"expected a JSON object, got {type(run).__name__}")
-  required = dict(_REQUIRED, real_fraction=(int, float)) if kind == "blend" else _REQUIRED
-  missing = [k for k in required if k not in run]
-  if missing:
-    raise ValueError(f"partial file, missing {', '.join(missing)}")
-  for k, types in required.items():
-    if not isinstance(run[k], types) or isinstance(run[k], bool):
-      raise ValueError(f"field {k!r} is {run[k]!r}, not {_type_names(types)}")
-  if not math.isfinite(run["macro_auroc"]):
-    raise ValueError(f"macro_auroc is {run['macro_auroc']}")
-  seed_dir = os.path.basename(os.path.dirname(path))
-  if seed_dir != f"seed_{run['seed']}":
-    raise ValueError(f"seed {run['seed']} does not match its directory {seed_dir}")
-  parent = os.path.basename(os.path.dirname(os.path.dirname(path)))
-  if kind == "tstr" and parent != run["policy"]:
-    raise ValueError(f"policy {run['policy']!r} does not match its directory {parent!r}")
-  if kind == "blend" and not 0.0 <= run["real_fraction"] <= 1.0:
-    raise ValueError(f"real_fraction {run['real_fraction']} is outside [0, 1]")
-  run["buckets"] = {b: _number_or_nan(run["buckets"].get(b)) for b in BUCKETS}
-  run["path"] = path
-  return run
-
-
-def _type_names(types) -> str:
-  return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-
-
-def _number_or_nan(x) -> float:
-  """A bucket with no evaluable code is stored as null; it averages as missing."""
-  return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else math.nan
-
-
-def _mean_std(values) -> tuple[float, float]:
-  """Mean and sample std (ddof=1) over the finite values; std is NaN below two."""
-  v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-  mean = float(v.mean()) if v.size else math.nan
-  std = float(v.std(ddof=DDOF)) if v.size > DDOF else math.nan
-  return mean, std
-
-
-def table1(runs: list[dict]) -> pd.DataFrame:
-  """One row per policy present, in the paper's order, unknown policies last as "Other".
-
-  macro and the bucket columns are means over seeds; a bucket that is null in
-  some seeds is averaged over the seeds that have it. macro_std uses ddof=1.
-  """
-  by_policy: dict[str, list[dict]] = {}
-  for r in runs:
-    by_policy.setdefault(r["policy"], []).append(r)
-  known = [p for p in POLICY_ORDER if p in by_policy]
-  other = sorted(p for p in by_policy if p not in GROUP_OF)
-  rows = []
-  for p in known + other:
-    rs = by_policy[p]
-    macro, macro_std = _mean_std(r["macro_auroc"] for r in rs)
-    buckets = {b: _mean_std(_number_or_nan(r["buckets"].get(b)) for r in rs)[0] for b in BUCKETS}
-    rows.append(
-      {
-        "group": GROUP_OF.get(p, OTHER),
-        "policy": p,
-        "macro": macro,
-        "macro_std": macro_std,
-        **buckets,
-        "seeds": len({r["seed"] for r in rs}),
-      }
-    )
-  return pd.DataFrame(rows, columns=COLUMNS).astype({"seeds": int})
-
-
-def blend_table(blend_runs: list[dict]) -> pd.DataFrame:
-  """Macro AUROC per real fraction: mean, sample std (ddof=1), seed count."""
-  by_frac: dict[float, list[float]] = {}
-  for r in blend_runs:
-    by_frac.setdefault(float(r["real_fraction"]), []).append(r["macro_auroc"])
-  rows = [
-    {"real_fraction": f, "macro": m, "macro_std": s, "seeds": len(v)}
-    for f, v in sorted(by_frac.items())
-    for m, s in [_mean_std(v)]
-  ]
-  return pd.DataFrame(rows, columns=["real_fraction", "macro", "macro_std", "seeds"])
-
-
-def format_macro(mean: float, std: float, seeds: int) -> str:
-  """`0.8845±0.012` over several seeds, a bare `0.9070` for one (paper, Table 1)."""
-  if not math.isfinite(mean):
-    return "n/a"
-  if seeds > 1 and math.isfinite(std):
-    return f"{mean:.4f}±{std:.3f}"
-  return f"{mean:.4f}"
-
-
-def _synth_best(df: pd.DataFrame) -> dict[str, object]:
-  """Row label of the best synthetic-only mean per column (the paper's bold)."""
-  synth = df[df["group"] != "Reference"]
-  best = {}
-  for col in ("macro", *BUCKETS):
-    vals = synth[col].astype(float)
-    if vals.notna().any():
-      best[col] = vals.idxmax()
-  return best
-
-
-def markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
-  """Any frame as a GitHub Markdown table (floats formatted, None/NaN as n/a)."""
-
-  def cell(v):
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-      return "n/a"
-    return format(v, floatfmt) if isinstance(v, float) else str(v)
-
-  lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + " --- |" * len(df.columns)]
-  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-  return "\n".join(lines) + "\n"
-
-
-def to_markdown(df: pd.DataFrame, bold_best: bool = True) -> str:
-  """Table 1 as a GitHub Markdown table.
-
-  bold_best: bold the strongest synthetic-only mean of each column, as the
-  paper does; the reference rows (real data) are not candidates.
-  """
-  best = _synth_best(df) if bold_best else {}
-  bold = lambda text, col, i: f"**{text}**" if best.get(col) == i and text != "n/a" else text
-  lines = [
-    "| Group | Policy | Macro | Common | Moderate | Rare | seeds |",
-    "| --- | --- | --- | --- | --- | --- | ---: |",
-  ]
-  for i, r in df.iterrows():
-    name = f"`{r['policy']}`" + (f" ({ROLE[r['policy']]})" if r["policy"] in ROLE else "")
-    macro = bold(format_macro(r["macro"], r["macro_std"], int(r["seeds"])), "macro", i)
-    cells = [bold(f"{r[b]:.4f}" if math.isfinite(r[b]) else "n/a", b, i) for b in BUCKETS]
-    lines.append(f"| {r['group']} | {name} | {macro} | {' | '.join(cells)} | {int(r['seeds'])} |")
-  return "\n".join(lines) + "\n"
-
-
-def to_csv(df: pd.DataFrame, path: str) -> str:
-  """Full-precision numbers, empty cells for NaN (one seed's std, a missing bucket)."""
-  return atomic_write(path, lambda f: df.to_csv(f, index=False), mode="w")
-
-
-def _save(fig, path: str) -> str:
-  try:
-    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
-  finally:
-    plt.close(fig)
-
-
-def _reference_line(ax, df: pd.DataFrame, policy: str, style: str, color: str) -> Line2D | None:
-  row = df[df["policy"] == policy]
-  if row.empty or not math.isfinite(row["macro"].iloc[0]):
-    return None
-  r = row.iloc[0]
-  seeds = int(r["seeds"])
-  label = (
-    f"{policy} {ROLE[policy]} ({format_macro(r['macro'], r['macro_std'], seeds)}, "
-    f"{seeds} seed{'s' if seeds > 1 else ''})"
-  )
-  return ax.axhline(r["macro"], ls=style, color=color, lw=1.2, label=label, zorder=1)
-
-
-def _zoom(ax, lo: np.ndarray, hi: np.ndarray) -> None:
-  """AUROCs of competing policies differ in the second decimal: zoom the y axis to them."""
-  lo, hi = np.nanmin(lo), np.nanmax(hi)
-  pad = max(0.1 * (hi - lo), 0.005)
-  ax.set_ylim(max(0.0, lo - 3 * pad), min(1.0, hi + 2 * pad))
-
-
-def figure1(df: pd.DataFrame, path: str) -> str:
-  """Macro TSTR by policy, coloured by failure-mode group (paper Figure 1).
-
-  Error bars (1 sigma, ddof=1) only where a row has more than one seed; the
-  seed count is printed in each bar so a bar without one is not mistaken for
-  a precise one. Dashed: real_matched baseline; dotted: real_subset ceiling.
-  """
-  if df.empty:
-    raise ValueError("figure1: the table has no rows")
-  x = np.arange(len(df))
-  macro = df["macro"].to_numpy(float)
-  std = np.where(df["seeds"].to_numpy() > 1, df["macro_std"].to_numpy(float), np.nan)
-  fig, ax = plt.subplots(figsize=(max(7.0, 0.55 * len(df) + 5.0), 4.8))
-  lo, hi = macro - np.nan_to_num(std), macro + np.nan_to_num(std)
-  _zoom(ax, lo, hi)
-  bottom = ax.get_ylim()[0]
-  ax.bar(
-    x,
-    macro - bottom,
-    bottom=bottom,
-    color=[GROUP_COLORS[g] for g in df["group"]],
-    edgecolor="black",
-    lw=0.5,
-    zorder=2,
-  )
-  has = np.isfinite(std)
-  ax.errorbar(
-    x[has], macro[has], yerr=std[has], fmt="none", ecolor="black", capsize=3, lw=1, zorder=3
-  )
-  for xi, n in zip(
-    x, df["seeds"]
-  ):  # inside the bar's foot, clear of error bars and reference lines
-    ax.annotate(
-      f"n={n}",
-      (xi, bottom),
-      xytext=(0, 3),
-      textcoords="offset points",
-      ha="center",
-      va="bottom",
-      fontsize=7,
-      color="white",
-      fontweight="bold",
-      zorder=4,
-    )
-  lines = [
-    ln
-    for ln in (
-      _reference_line(ax, df, BASELINE, "--", "black"),
-      _reference_line(ax, df, CEILING, ":", "black"),
-    )
-    if ln is not None
-  ]
-  ax.set_xticks(x, df["policy"], rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
-  ax.set_xlim(-0.6, len(df) - 0.4)
-  ax.set_ylabel("macro AUROC (TSTR, real test fold)")
-  ax.set_title("Macro TSTR by sampling policy")
-  groups = list(dict.fromkeys(df["group"]))
-  handles = [
-    Patch(facecolor=GROUP_COLORS[g], edgecolor="black", lw=0.5, label=g) for g in groups
-  ] + lines
-  ax.legend(
-    handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
-  )
-  ax.grid(axis="y", lw=0.3, alpha=0.5, zorder=0)
-  fig.tight_layout()
-  return _save(fig, path)
-
-
-def figure2(blend_runs: list[dict], path: str) -> str:
-  """Macro TSTR vs real fraction of a fixed-size real+synth mix (paper Figure 2, section 6).
-
-  1 sigma error bars (ddof=1) where a fraction has several seeds; dashed line
-  at the pure-synthetic mean (fraction 0), dotted at the pure-real ceiling
-  (fraction 1) when those points were run.
-  """
-  bt = blend_table(blend_runs)
-  if bt.empty:
-    raise ValueError("figure2: no blend runs")
-  frac = bt["real_fraction"].to_numpy(float)
-  macro, std = bt["macro"].to_numpy(float), bt["macro_std"].to_numpy(float)
-  fig, ax = plt.subplots(figsize=(6.0, 4.2))
-  ax.plot(
-    100 * frac, macro, "o-", color="tab:blue", lw=1.2, label="real + synthetic blend", zorder=3
-  )
-  has = np.isfinite(std)
-  ax.errorbar(
-    100 * frac[has], macro[has], yerr=std[has], fmt="none", ecolor="tab:blue", capsize=3, zorder=3
-  )
-  for f, m, s, n in zip(frac, macro, np.nan_to_num(std), bt["seeds"]):
-    ax.annotate(
-      f"n={n}", (100 * f, m + s), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7
-    )
-  for f, style, what in ((0.0, "--", "pure synthetic"), (1.0, ":", "pure real (ceiling)")):
-    at = bt[np.isclose(frac, f)]
-    if not at.empty:
-      ax.axhline(
-        at["macro"].iloc[0],
-        ls=style,
-        color="black",
-        lw=1.1,
-        zorder=1,
-        label=f"{what} ({at['macro'].iloc[0]:.4f})",
-      )
-  _zoom(ax, macro - np.nan_to_num(std), macro + np.nan_to_num(std))
-  ax.set_xlim(-5, 105)
-  ax.set_xlabel("real fraction of the training set (%)")
-  ax.set_ylabel("macro AUROC (real test fold)")
-  ax.set_title("Macro TSTR vs real fraction at fixed total n")
-  ax.legend(fontsize=8, loc="lower right")
-  ax.grid(lw=0.3, alpha=0.5, zorder=0)
-  fig.tight_layout()
-  return _save(fig, path)
-
-
-def _collect(workdir: str) -> tuple[list[dict], list[dict], int]:
-  """Both experiments' runs; skipped files are reported on stderr as one line each."""
+def collect_all(workdir: str) -> tuple[dict[tuple[str, str], list[dict]], int]:
+  """{(kind, evaluation name): runs} for whatever is found, and the number of files skipped;
+  each skipped file is printed to stderr as one line naming it and why."""
+  found: dict[tuple[str, str], list[dict]] = {}
   with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always", SkippedRunWarning)
-    tstr, blend = collect(workdir, "tstr"), collect(workdir, "blend")
+    warnings.simplefilter("always", runs.SkippedRunWarning)
+    for kind, root in roots(workdir):
+      for evaluation in registry.EVALUATIONS.values():
+        got = runs.collect(root, evaluation)
+        if got:
+          found[(kind, evaluation.name)] = got
   for w in caught:
     print(f"warning: {w.message}", file=sys.stderr)
-  return tstr, blend, len(caught)
+  return found, len(caught)
 
 
 def make_report(workdir: str, out: str | None = None, bold_best: bool = True) -> dict[str, str]:
-  """Writes Table 1, Figure 1 and (with blend runs) Figure 2 under `out`; returns {name: path}.
+  """Renders every evaluation found into `out` (default <workdir>/report); returns
+  {relative name: path} of every file written, index.md and index.html included.
 
-  The table and the blend summary are printed; skipped files are printed to
-  stderr. Raises ConfigError naming the workdir and the expected layout when
+  Raises ConfigError naming the workdir and the layouts it looked for when
   there is nothing to report: an empty report would look like a finished one.
   """
-  tstr, blend, skipped = _collect(workdir)
-  if not tstr and not blend:
-    where = (
-      f"{workdir} does not exist" if not os.path.isdir(workdir) else f"no runs found in {workdir}"
-    )
+  found, skipped = collect_all(workdir)
+  if not found:
+    where = f"{workdir} does not exist" if not os.path.isdir(workdir) else f"no runs in {workdir}"
     also = f" ({skipped} file(s) skipped, see the warnings above)" if skipped else ""
-    tstr_layout = os.path.join(workdir, "tstr", "<policy>", "seed_<s>", "metrics.json")
-    blend_layout = os.path.join(workdir, "blend", "frac_<f>", "seed_<s>", "metrics.json")
-    raise ConfigError(
-      f"{where}{also}: expected {tstr_layout} (from python -m experiments.tstr) or {blend_layout}"
+    layouts = ", ".join(
+      os.path.join(workdir, e.name, "...", e.result) for e in registry.EVALUATIONS.values()
     )
-  out = out or os.path.join(workdir, "report")
-  written = {}
-  if tstr:
-    df = table1(tstr)
-    md = to_markdown(df, bold_best=bold_best)
-    written["table1.md"] = atomic_write(os.path.join(out, "table1.md"), lambda f: f.write(md))
-    written["table1.csv"] = to_csv(df, os.path.join(out, "table1.csv"))
-    written["figure1.png"] = figure1(df, os.path.join(out, "figure1.png"))
-    print(md)
-  else:
-    print(f"no TSTR runs under {os.path.join(workdir, 'tstr')}: Table 1 and Figure 1 not written")
-  if blend:
-    bt = blend_table(blend)
-    written["blend.csv"] = to_csv(bt, os.path.join(out, "blend.csv"))
-    written["figure2.png"] = figure2(blend, os.path.join(out, "figure2.png"))
-    print(bt.to_string(index=False, float_format=lambda v: f"{v:.4f}"), end="\n\n")
-  else:
-    print(f"no blend runs under {os.path.join(workdir, 'blend')}: Figure 2 not written")
+    raise ConfigError(f"{where}{also}: expected any of {layouts}")
+  out = out or os.path.join(workdir, runs.REPORT_DIR)
+  written: dict[str, str] = {}
+  md = [f"# ecgjax report: {os.path.abspath(workdir)}", ""]
+  md.append("Sections: " + ", ".join(f"{e.name}" for (_, e) in _order(found)) + ".")
+  md.append("")
+  for kind, evaluation in _order(found):
+    section_out = out if kind == generators.DEFAULT else os.path.join(out, kind)
+    rel = os.path.relpath(section_out, out)
+    options = {"bold_best": bold_best} if evaluation is tstr_eval else {}
+    text, files = evaluation.render(found[(kind, evaluation.name)], section_out, **options)
+    for name, path in files.items():
+      written[os.path.normpath(os.path.join(rel, name))] = path
+    if rel != ".":
+      text = _relink(text, rel)
+    heading = evaluation.title + ("" if kind == generators.DEFAULT else f" [generator: {kind}]")
+    md += [f"## {heading}", "", text.rstrip(), ""]
+    print(f"== {heading} ==\n{text.rstrip()}\n")
+  text = "\n".join(md) + "\n"
+  written["index.md"] = write_text(os.path.join(out, "index.md"), text)
+  written["index.html"] = write_text(
+    os.path.join(out, "index.html"), html_page(f"ecgjax report: {workdir}", text)
+  )
   return written
+
+
+def _order(found):
+  """(kind, evaluation) pairs in registry order, the default generator's first."""
+  kinds = list(dict.fromkeys(k for k, _ in found))
+  return [(k, e) for k in kinds for e in registry.EVALUATIONS.values() if (k, e.name) in found]
+
+
+def _relink(text: str, rel: str) -> str:
+  """Image and file links of a section written into a subdirectory of the report."""
+  import re
+
+  return re.sub(
+    r"(!?\[[^\]]*\]\()(?!https?:|/|\.\./)([^)]+)\)", lambda m: f"{m[1]}{rel}/{m[2]})", text
+  )

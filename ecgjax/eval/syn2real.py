@@ -14,7 +14,8 @@ the real test fold (10): F1 at threshold 0.5 and AUPRC (scikit-learn), mean
 reduced-positives sweep caps the real train positives at each count of
 `caps` (a seeded random subset; all negatives kept) for real and syn_real.
 
-A run writes <root>/lead_<L>/<code>/<regime>/[cap_<k>/]seed_<s>/metrics.json
+A run (the `syn2real` evaluation, ecgjax/eval/runs.py) writes
+<root>/syn2real/lead_<L>/<code>/<regime>/[cap_<k>/]seed_<s>/metrics.json
 atomically and is skipped when that exists; a `syn` run also exports its model
 (`model/`), which the syn_real runs of every cap fine-tune. A metric the test
 fold cannot define (no positive there) is None, and a regime that has no real
@@ -23,9 +24,7 @@ positive to learn from is recorded as not run, with the reason.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import jax
 import matplotlib
@@ -37,9 +36,9 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score  # noqa: E402
 
 from ecgjax import fileio, generators  # noqa: E402
-from ecgjax.data import pipeline  # noqa: E402
 from ecgjax.errors import ConfigError  # noqa: E402
-from ecgjax.eval import report  # noqa: E402
+from ecgjax.eval import runs  # noqa: E402
+from ecgjax.eval.render import markdown  # noqa: E402
 from ecgjax.models.embeddings import NUM_LABELS  # noqa: E402
 from ecgjax.train import classifier as clf_lib  # noqa: E402
 
@@ -48,7 +47,13 @@ NEGATIVE = "NORM"
 LEAD_SETTINGS = {"II": (1,), "12": tuple(range(12))}
 REGIMES = ("real", "syn", "syn_real")
 ALL = "all"
-METRICS = "metrics.json"
+
+
+def _subdir(k) -> str:
+  parts = [f"lead_{k['leads']}", k["class"], k["regime"]]
+  if k["regime"] != "syn":
+    parts.append(f"cap_{k['cap']}")
+  return os.path.join(*parts, f"seed_{k['seed']}")
 
 
 def parse_caps(text: str) -> list[int | str]:
@@ -133,7 +138,8 @@ def synthetic_cond(ds, code: str, n: int, seed: int) -> tuple[np.ndarray, np.nda
 class Syn2Real:
   def __init__(self, cfg, mesh, ds, workdir: str, *, progress: bool = True):
     self.cfg, self.mesh, self.ds, self.progress = cfg, mesh, ds, progress
-    self.root = os.path.join(workdir, "syn2real")
+    self.root = workdir
+    self.dir = SYN2REAL.directory(workdir)
     self.sim = generators.get("simulator").load(cfg, ds, workdir)
     if self.sim.sampling_rate != 100:
       raise ConfigError("syn2real trains on 100 Hz signals: use the simulator's sampling_rate=100")
@@ -156,11 +162,13 @@ class Syn2Real:
       rows.append(row)
     return pd.DataFrame(rows)
 
+  def _run(self, leads: str, code: str, regime: str, seed: int, cap=None) -> runs.Run:
+    return SYN2REAL.run(
+      self.root, leads=leads, **{"class": code}, regime=regime, cap=cap, seed=seed
+    )
+
   def run_dir(self, leads: str, code: str, regime: str, seed: int, cap=None) -> str:
-    parts = [self.root, f"lead_{leads}", code, regime]
-    if regime != "syn":
-      parts.append(f"cap_{cap}")
-    return os.path.join(*parts, f"seed_{seed}")
+    return self._run(leads, code, regime, seed, cap).dir
 
   def _signals(self, rows, leads):
     return np.asarray(self.ds.signals[rows])[:, list(LEAD_SETTINGS[leads])]
@@ -184,24 +192,16 @@ class Syn2Real:
       init_variables=init,
     )
 
-  def _finish(self, run_dir: str, record: dict) -> dict:
-    if jax.process_index() == 0:
-      fileio.write_json(os.path.join(run_dir, METRICS), record)
-      shutil.rmtree(os.path.join(run_dir, "classifier"), ignore_errors=True)
-    return record
-
-  def _done(self, run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, METRICS)
-    if pipeline.process0_decides(np.bool_(os.path.isfile(path))):
-      with open(path) as f:
-        return json.load(f)
-    return None
+  def _finish(self, run: runs.Run, record: dict) -> dict:
+    run.scratch("classifier")
+    return run.write(record)
 
   def syn_model(self, leads: str, code: str, seed: int):
     """The `syn` run (trained and exported once; later calls load it) and its record."""
-    run_dir = self.run_dir(leads, code, "syn", seed)
+    run = self._run(leads, code, "syn", seed)
+    run_dir = run.dir
     model_dir = os.path.join(run_dir, "model")
-    record = self._done(run_dir)
+    record = run.done()
     if record is not None and os.path.isdir(model_dir):
       return clf_lib.load(model_dir, self.cfg.classifier)[0], record
     n = int(self.cfg.syn2real.n_syn)
@@ -212,7 +212,7 @@ class Syn2Real:
     if jax.process_index() == 0:
       clf_lib.export(model_dir, clf, self.cfg.classifier)
     record = self._record(leads, code, "syn", seed, None, clf, n_train=n, n_train_pos=n // 2)
-    return clf, self._finish(run_dir, record)
+    return clf, self._finish(run, record)
 
   def _record(self, leads, code, regime, seed, cap, clf, *, n_train, n_train_pos, note=None):
     te_rows, te_y = self.splits[code]["test"]
@@ -240,8 +240,7 @@ class Syn2Real:
     self._leads = leads
     self._val = self.splits[code]["val"]
     if regime == "syn":
-      run_dir = self.run_dir(leads, code, "syn", seed)
-      done = self._done(run_dir)
+      done = self._run(leads, code, "syn", seed).done()
       if done is not None:
         return done, True
       return self.syn_model(leads, code, seed)[1], False
@@ -249,8 +248,9 @@ class Syn2Real:
     rows, y = cap_positives(tr_rows, tr_y, cap, seed)
     # A cap at or above the available positives is the `all` run: reuse it.
     effective = ALL if cap == ALL or cap >= int(tr_y.sum()) else cap
-    run_dir = self.run_dir(leads, code, regime, seed, effective)
-    done = self._done(run_dir)
+    run = self._run(leads, code, regime, seed, effective)
+    run_dir = run.dir
+    done = run.done()
     if done is not None:
       return {**done, "cap": cap}, True
     n_pos = int(y.sum())
@@ -259,7 +259,7 @@ class Syn2Real:
       record = self._record(
         leads, code, regime, seed, effective, None, n_train=len(y), n_train_pos=0, note=note
       )
-      return self._finish(run_dir, record), False
+      return self._finish(run, record), False
     init = None
     if regime == "syn_real":
       init = self.syn_model(leads, code, seed)[0].variables
@@ -270,7 +270,7 @@ class Syn2Real:
     record = self._record(
       leads, code, regime, seed, effective, clf, n_train=len(y), n_train_pos=n_pos
     )
-    return {**self._finish(run_dir, record), "cap": cap}, False
+    return {**self._finish(run, record), "cap": cap}, False
 
 
 def _mean_std(values) -> tuple[float | None, float | None, int]:
@@ -396,16 +396,15 @@ def plot_sweep(df: pd.DataFrame, path: str) -> str:
 
 
 def collect(root: str) -> list[dict]:
-  out = []
-  for dirpath, _, files in os.walk(root):
-    if METRICS in files:
-      with open(os.path.join(dirpath, METRICS)) as f:
-        out.append(json.load(f))
-  return out
+  """Every finished syn2real run below a results root."""
+  return runs.collect(root, SYN2REAL)
 
 
-def write_report(records: list[dict], counts: pd.DataFrame, caps, out_dir: str) -> dict[str, str]:
-  """syn2real.md / .csv (main table), sweep.csv and gain_vs_positives.png, atomically."""
+def write_report(
+  records: list[dict], counts: pd.DataFrame | None, caps, out_dir: str
+) -> dict[str, str]:
+  """syn2real.md / .csv (main table), sweep.csv and gain_vs_positives.png, atomically;
+  counts: positives per class and split (None: that table is left out)."""
   main = summary(records)
   sw = sweep(records, caps)
   written = {}
@@ -416,17 +415,23 @@ def write_report(records: list[dict], counts: pd.DataFrame, caps, out_dir: str) 
     "(Syn→Real − Real) / Real. n/a: undefined (no positive in the test fold, or none "
     "in the train folds to learn from).",
     "",
-    "## Records per class and split (positives: the class; negatives: NORM without it)",
-    "",
-    report.markdown(counts),
-    "",
+    *(
+      [
+        "## Records per class and split (positives: the class; negatives: NORM without it)",
+        "",
+        markdown(counts),
+        "",
+      ]
+      if counts is not None
+      else []
+    ),
     "## All real positives",
     "",
-    report.markdown(main),
+    markdown(main),
     "",
     "## Reduced positives (the plot: gain_vs_positives.png)",
     "",
-    report.markdown(sw) if len(sw) else "(no runs)",
+    markdown(sw) if len(sw) else "(no runs)",
     "",
   ]
   written["syn2real.md"] = fileio.atomic_write(
@@ -440,3 +445,29 @@ def write_report(records: list[dict], counts: pd.DataFrame, caps, out_dir: str) 
   )
   written["gain_vs_positives.png"] = plot_sweep(sw, os.path.join(out_dir, "gain_vs_positives.png"))
   return written
+
+
+def render(records: list[dict], out: str) -> tuple[str, dict[str, str]]:
+  """The report's Syn-to-Real section, from the runs alone (the split counts need the data)."""
+  caps = sorted(
+    {r["cap"] for r in records if r["cap"] is not None},
+    key=lambda c: (c == ALL, c if c != ALL else 0),
+  )
+  written = write_report(records, None, caps, out)
+  main = summary(records)
+  md = (
+    "Paper 002's simulated pre-training, binary classifiers on real fold 10 (F1 at 0.5, AUPRC; "
+    "mean ± std over seeds).\n\n" + markdown(main) + "\n![gain](gain_vs_positives.png)\n"
+  )
+  return md, written
+
+
+SYN2REAL = runs.Evaluation(
+  name="syn2real",
+  title="Syn-to-Real (paper 002)",
+  summary="simulated pre-training for AFIB, AFLT, PVC and WPW against NORM (experiments.syn2real)",
+  keys=("leads", "class", "regime", "cap", "seed"),
+  subdir=_subdir,
+  required={"leads": str, "class": str, "regime": str, "seed": int, "test": dict},
+  render=render,
+)

@@ -3,54 +3,55 @@
 For a policy and seed s: draw with PRNGKey(s), generate the cohort (resumably,
 in <run>/cohort), train the classifier on it, select the epoch on real fold 9,
 score on real fold 10, and write <run>/metrics.json atomically. A run whose
-metrics.json exists is skipped. The blend (section 6) and TRTS share it.
+metrics.json exists is skipped. Two evaluations (ecgjax/eval/runs.py) use it:
+`tstr` (<root>/tstr/<policy>/seed_<s>/) and `blend` (section 6;
+<root>/blend/frac_<f>/seed_<s>/); other evaluations reuse the `Harness`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import time
 
 import jax
 import numpy as np
 
-import ecgjax
-from ecgjax import fileio, generators, metrics
+from ecgjax import generators, metrics
 from ecgjax import policies as policies_lib
-from ecgjax.data import pipeline
 from ecgjax.data.records import SAMPLING_RATE
 from ecgjax.errors import ConfigError
 from ecgjax.eval import judge as judge_lib
+from ecgjax.eval import runs, table1
 from ecgjax.generators import cohort
 from ecgjax.train import classifier as clf_lib
 
-METRICS = "metrics.json"
+_SCORED = {"policy": str, "seed": int, "macro_auroc": (int, float), "buckets": dict}
 
 
-def code_version() -> str:
-  try:
-    rev = subprocess.run(
-      ["git", "rev-parse", "--short", "HEAD"],
-      capture_output=True,
-      text=True,
-      cwd=os.path.dirname(__file__),
-      timeout=5,
-    )
-    if rev.returncode == 0:
-      return f"{ecgjax.__version__}+g{rev.stdout.strip()}"
-  except (OSError, subprocess.SubprocessError):
-    pass
-  return ecgjax.__version__
+def _check_fraction(record: dict) -> None:
+  if not 0.0 <= record["real_fraction"] <= 1.0:
+    raise ValueError(f"real_fraction {record['real_fraction']} is outside [0, 1]")
 
 
-def results_root(workdir: str, generator_kind: str) -> str:
-  """Where a generator kind's runs live: the workdir itself for the default generator
-  (so existing workdirs keep their layout), <workdir>/<kind>/ for the others. Below
-  it: tstr/<policy>/seed_<s>/, blend/frac_<f>/seed_<s>/, trts/seed_<s>/, report/."""
-  return workdir if generator_kind == generators.DEFAULT else os.path.join(workdir, generator_kind)
+TSTR = runs.Evaluation(
+  name="tstr",
+  title="TSTR by sampling policy (Table 1, Figure 1)",
+  summary="train on a policy's synthetic cohort, test on real fold 10 (experiments.tstr)",
+  keys=("policy", "seed"),
+  subdir=lambda k: os.path.join(k["policy"], f"seed_{k['seed']}"),
+  required=_SCORED,
+  render=table1.render_tstr,
+)
+BLEND = runs.Evaluation(
+  name="blend",
+  title="Real + synthetic blend (Figure 2)",
+  summary="a fraction of n real records, the rest real_matched synthetic (experiments.blend)",
+  keys=("real_fraction", "seed"),
+  subdir=lambda k: os.path.join(f"frac_{k['real_fraction']:g}", f"seed_{k['seed']}"),
+  required={**_SCORED, "real_fraction": (int, float)},
+  render=table1.render_blend,
+  validate=_check_fraction,
+)
 
 
 def covered_columns(codes, generator_codes) -> np.ndarray:
@@ -146,7 +147,7 @@ class Harness:
   def __init__(self, cfg, mesh, ds, workdir, *, progress=True):
     self.cfg, self.mesh, self.ds, self.workdir, self.progress = cfg, mesh, ds, workdir, progress
     self.kind = generators.for_config(cfg)
-    self.root = results_root(workdir, self.kind.name)
+    self.root = runs.results_root(workdir, self.kind.name)
     self.table = policies_lib.make_table(ds)
     self.columns = covered_columns(ds.codes, self.kind.codes)
     self.codes = [ds.codes[i] for i in self.columns]
@@ -197,11 +198,17 @@ class Harness:
     made = cohort.read_cohort(out)
     return made["signals"], made["labels"], spec.generator_budget(n)
 
-  def fit_and_score(self, signals, labels, seed, run_dir):
+  def fit_and_score(self, signals, labels, seed, run_dir, *, columns=None, init=None):
+    """Trains the classifier on (signals, labels[:, columns]) with its epoch picked on real
+    fold 9, scores it on real fold 10; returns (classifier, metrics.summarize's dict).
+
+    columns: the label columns it learns and is scored on (default: the generator's
+    codes); init: start from these weights (fine-tuning) instead of a fresh model.
+    """
     ds = self.ds
     va, te = np.flatnonzero(ds.val_mask), np.flatnonzero(ds.test_mask)
     val_signals, test_signals = np.asarray(ds.signals[va]), np.asarray(ds.signals[te])
-    cols = self.columns
+    cols = self.columns if columns is None else np.asarray(columns)
     clf = clf_lib.train_classifier(
       self.cfg.classifier,
       signals,
@@ -212,6 +219,7 @@ class Harness:
       ckpt_dir=os.path.join(run_dir, "classifier"),
       seed=seed,
       progress=self.progress,
+      init_variables=init,
     )
     summary = metrics.summarize(
       ds.labels[te][:, cols],
@@ -219,7 +227,7 @@ class Harness:
       ds.labels[va][:, cols],
       clf.predict(val_signals, self.mesh),
       ds.labels[ds.train_mask][:, cols],
-      self.codes,
+      [ds.codes[i] for i in cols],
       min_test_positives=self.cfg.tstr.min_test_positives,
       n_boot=self.cfg.tstr.n_boot,
       seed=seed,
@@ -238,13 +246,16 @@ class Harness:
     """One run; returns (metrics, skipped)."""
     n = n or self.cfg.tstr.n
     if kind == "blend":
-      run_dir = os.path.join(self.root, "blend", f"frac_{real_fraction:g}", f"seed_{seed}")
+      run = BLEND.run(self.root, real_fraction=real_fraction, seed=seed)
     else:
-      run_dir = os.path.join(self.root, "tstr", policy, f"seed_{seed}")
-    path = os.path.join(run_dir, METRICS)
-    if pipeline.process0_decides(np.bool_(os.path.isfile(path))):
-      with open(path) as f:
-        return json.load(f), True
+      run = TSTR.run(self.root, policy=policy, seed=seed)
+    done = run.done()
+    if done is not None:
+      return done, True
+    run_dir = run.dir
+    # The cohort and classifier checkpoints only serve resumption.
+    run.scratch("cohort")
+    run.scratch("classifier")
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(seed)
     if kind == "blend":
@@ -281,7 +292,7 @@ class Harness:
       "val_macro_auroc": clf.val_auroc,
       "metrics": summary,
       "config": self.cfg.to_dict(),
-      "code_version": code_version(),
+      "code_version": runs.code_version(),
       "data_key": self.ds.content_key,
       "timings": {"draw_and_generate_s": t1 - t0, "classifier_s": t2 - t1, "total_s": t2 - t0},
     }
@@ -289,12 +300,7 @@ class Harness:
       record["real_fraction"] = real_fraction
     elif policies_lib.get(policy).report is not None:
       record["policy_report"] = policies_lib.get(policy).report(self.table, list(self.ds.codes))
-    if jax.process_index() == 0:
-      fileio.write_json(path, record)
-      # The cohort and classifier checkpoints only served resumption.
-      for sub in ("cohort", "classifier"):
-        shutil.rmtree(os.path.join(run_dir, sub), ignore_errors=True)
-    return record, False
+    return run.write(record), False
 
 
 def parse_seeds(text: str) -> list[int]:

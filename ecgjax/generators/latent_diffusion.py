@@ -158,3 +158,15 @@ KIND = GeneratorKind(
   ensure=ensure,
   load=load,
 )
+
+
+def load_at_step(cfg, ds, workdir: str, step: int) -> LatentDiffusion:
+  """The exported generator with its U-Net's EMA weights at a kept training step (a
+  convergence study's checkpoint; --config.train_unet.keep_every). The VAE, latent scale
+  and signal statistics are the export's; the identity names the step."""
+  gen = load(cfg, ds, workdir)
+  model = gen.model
+  unet = train_lib.restore_unet_ema(cfg, ds, workdir, step, model.params["latent_scale"])
+  model.params = {**model.params, "unet": unet}
+  model.fingerprint = f"{model.fingerprint}@step{step}"
+  return gen

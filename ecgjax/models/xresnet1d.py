@@ -390,6 +390,9 @@ class ConcatPoolHead(nn.Module):
     x = nn.Dropout(self.dropout / 2, deterministic=not train)(x)
     x = nn.relu(dense(self.hidden, name="dense0")(x))
     x = bn(name="bn1")(x, train)
+    # The penultimate layer: the embedding the audit measures distances in
+    # (`apply(..., mutable=["intermediates"])` returns it; free otherwise).
+    self.sow("intermediates", "embedding", x.astype(jnp.float32))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return dense(self.num_classes, name="dense1")(x).astype(jnp.float32)
 

@@ -39,8 +39,11 @@ class Checkpointer:
     meta: dict,
     save_interval_steps: int = 1,
     max_to_keep: int | None = 2,
+    keep_period: int | None = None,
     create: bool = True,
   ):
+    """keep_period: never delete a checkpoint whose step is a multiple of it (kept beside
+    the `max_to_keep` latest ones), e.g. for a convergence study."""
     self.directory = os.path.abspath(directory)
     if not create and not os.path.isdir(self.directory):
       raise CheckpointError(f"no checkpoint directory at {self.directory}")
@@ -48,6 +51,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
       save_interval_steps=save_interval_steps,
       max_to_keep=max_to_keep,
+      keep_period=keep_period or None,
       create=create,
       enable_async_checkpointing=False,
     )

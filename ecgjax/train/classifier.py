@@ -98,6 +98,35 @@ class Classifier:
       crop_stride=self.crop_stride,
     )
 
+  def embed(self, signals: np.ndarray, mesh: Mesh, batch_size: int = 256) -> np.ndarray:
+    """(N, hidden) penultimate-layer embeddings, averaged over the prediction windows."""
+    return predict(
+      self.model,
+      self.variables,
+      self.mean,
+      self.std,
+      signals,
+      mesh,
+      batch_size,
+      crop=self.crop,
+      crop_stride=self.crop_stride,
+      embed=True,
+    )
+
+
+def window_embeddings(model, variables, x, starts: tuple[int, ...], crop: int):
+  """(B, 12, T) inputs -> (B, hidden) penultimate-layer activations (the head's 128 units
+  after its second BatchNorm), averaged over the prediction windows."""
+  b = x.shape[0]
+  if starts == (0,) and (not crop or crop >= x.shape[-1]):
+    stacked = x[:, None]
+  else:
+    stacked = jnp.stack([x[..., s : s + crop] for s in starts], axis=1)  # (B, W, 12, crop)
+  flat = stacked.reshape(b * stacked.shape[1], *stacked.shape[2:])
+  _, state = model.apply(variables, flat, train=False, mutable=["intermediates"])
+  (emb,) = state["intermediates"]["head"]["embedding"]
+  return emb.reshape(b, stacked.shape[1], -1).mean(axis=1)
+
 
 def window_max_logits(model, variables, x, starts: tuple[int, ...], crop: int):
   """Per-class maximum of the model's logits over the windows of (B, 12, T) inputs.
@@ -114,11 +143,12 @@ def window_max_logits(model, variables, x, starts: tuple[int, ...], crop: int):
 
 
 @functools.lru_cache(maxsize=16)
-def _predict_fn(model, mesh: Mesh, starts: tuple[int, ...], crop: int):
-  """One compiled eval function per (model, mesh, windows), shared by every predict call."""
+def _predict_fn(model, mesh: Mesh, starts: tuple[int, ...], crop: int, embed: bool = False):
+  """One compiled eval function per (model, mesh, windows, output), shared by every call."""
   rep = NamedSharding(mesh, P())
+  head = window_embeddings if embed else window_max_logits
   return jax.jit(
-    lambda v, m, s, x: window_max_logits(model, v, standardise(x, m, s), starts, crop),
+    lambda v, m, s, x: head(model, v, standardise(x, m, s), starts, crop),
     in_shardings=(rep, rep, rep, pipeline.batch_sharding(mesh)),
     out_shardings=rep,
   )
@@ -130,20 +160,33 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def predict(
-  model, variables, mean, std, signals, mesh, batch_size=256, logits=False, crop=0, crop_stride=0
+  model,
+  variables,
+  mean,
+  std,
+  signals,
+  mesh,
+  batch_size=256,
+  logits=False,
+  crop=0,
+  crop_stride=0,
+  embed=False,
 ):
+  """Probabilities (or logits, or with embed=True the penultimate-layer embeddings) of
+  (N, leads, T) signals, batch sharded over 'data'."""
   n_dev = mesh.shape[pipeline.DATA_AXIS]
   batch_size = max(n_dev, batch_size // n_dev * n_dev)
-  fn = _predict_fn(model, mesh, windows(signals.shape[-1], crop, crop_stride), crop)
+  fn = _predict_fn(model, mesh, windows(signals.shape[-1], crop, crop_stride), crop, embed)
   rep = NamedSharding(mesh, P())
   variables, mean, std = jax.device_put((variables, jnp.asarray(mean), jnp.asarray(std)), rep)
-  out = np.zeros((len(signals), model.num_classes), np.float32)
+  width = model.head_hidden if embed else model.num_classes
+  out = np.zeros((len(signals), width), np.float32)
   for batch in pipeline.eval_dataset({"signal": signals}, global_batch_size=batch_size):
     placed = pipeline.shard_batch({"signal": batch["signal"]}, mesh)
     y = np.asarray(fn(variables, mean, std, placed["signal"]))
     keep = batch["mask"]
     out[batch["index"][keep]] = y[keep]
-  return out if logits else sigmoid(out)
+  return out if logits or embed else sigmoid(out)
 
 
 def make_step(model, tx, mean, std, pos_weight=None):

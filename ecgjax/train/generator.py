@@ -156,20 +156,7 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
       seed=tcfg.seed,
     )
   )
-  describe = {
-    "unet": gen_lib.describe_model(cfg.unet),
-    "train_unet": fingerprints.describe(tcfg),
-    "diffusion": fingerprints.describe(cfg.diffusion),
-  }
-  meta = {
-    "fingerprint": fingerprint([describe, float(latent_scale), ds.content_key]),
-    "describe": describe,
-  }
-  ckpt = Checkpointer(
-    os.path.join(workdir, GENERATOR_DIR, "unet"),
-    meta=meta,
-    save_interval_steps=tcfg.checkpoint_every,
-  )
+  ckpt = unet_checkpointer(cfg, ds, workdir, latent_scale)
   step = loop.jit_train_step(
     make_unet_step(
       unet, tx, schedule, cfg.diffusion.p_uncond, tcfg.ema_decay, cfg.diffusion.prediction
@@ -213,3 +200,71 @@ def train_generator(cfg, ds, workdir: str, mesh: Mesh, *, progress: bool = True)
     "signal_mean": mean,
     "signal_std": std,
   }
+
+
+def _unet_describe(cfg) -> dict:
+  # keep_every decides which checkpoints survive, not what they hold: not fingerprinted.
+  tcfg = {k: v for k, v in fingerprints.describe(cfg.train_unet).items() if k != "keep_every"}
+  return {
+    "unet": gen_lib.describe_model(cfg.unet),
+    "train_unet": tcfg,
+    "diffusion": fingerprints.describe(cfg.diffusion),
+  }
+
+
+def unet_checkpointer(cfg, ds, workdir: str, latent_scale, create: bool = True) -> Checkpointer:
+  """The U-Net stage's checkpoints, <workdir>/generator/unet/: every `checkpoint_every`
+  steps, the latest two kept, and with `train_unet.keep_every` = k > 0 every multiple of k
+  kept too (the convergence study's checkpoints; k must be a multiple of checkpoint_every)."""
+  from ecgjax.errors import ConfigError
+
+  tcfg = cfg.train_unet
+  keep = int(tcfg.get("keep_every", 0) or 0)
+  if keep < 0 or (keep and keep % tcfg.checkpoint_every):
+    raise ConfigError(
+      f"--config.train_unet.keep_every={keep}: must be 0 or a multiple of "
+      f"checkpoint_every ({tcfg.checkpoint_every})"
+    )
+  describe = _unet_describe(cfg)
+  meta = {
+    "fingerprint": fingerprint([describe, float(latent_scale), ds.content_key]),
+    "describe": describe,
+  }
+  return Checkpointer(
+    os.path.join(workdir, GENERATOR_DIR, "unet"),
+    meta=meta,
+    save_interval_steps=tcfg.checkpoint_every,
+    keep_period=keep or None,
+    create=create,
+  )
+
+
+def restore_unet_ema(cfg, ds, workdir: str, step: int, latent_scale) -> dict:
+  """The U-Net's EMA weights at a kept training step (CheckpointError when not kept)."""
+  from ecgjax.errors import CheckpointError
+
+  ckpt = unet_checkpointer(cfg, ds, workdir, latent_scale, create=False)
+  try:
+    steps = ckpt.all_steps()
+    if step not in steps:
+      raise CheckpointError(
+        f"{ckpt.directory} keeps no checkpoint at step {step} (kept: "
+        f"{', '.join(map(str, steps)) or 'none'}); train with --config.train_unet.keep_every"
+      )
+    unet = gen_lib.build_unet(cfg)
+    tx = adamw(_schedule(cfg.train_unet), cfg.train_unet.weight_decay)
+    params = jax.eval_shape(
+      lambda: unet.init(
+        jax.random.PRNGKey(0),
+        jnp.zeros((1,) + gen_lib.LATENT_SHAPE),
+        jnp.zeros((1,), jnp.int32),
+        jnp.zeros((1, COND_DIM)),
+        jnp.zeros((1,), bool),
+      )
+    )
+    template = jax.eval_shape(lambda p: TrainState.create(p, tx, ema=True), params)
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    state = ckpt.restore(template, step=step, sharding=cpu)
+  finally:
+    ckpt.close()
+  return jax.device_get(state.ema_params)
