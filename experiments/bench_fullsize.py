@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 
-import numpy as np
 from absl import flags
 
 from ecgjax import errors
@@ -348,5 +347,4 @@ def _child(stage: str, cache: str) -> dict:
 
 
 if __name__ == "__main__":
-  np.set_printoptions(precision=3)
   errors.run(main)
