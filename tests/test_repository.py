@@ -24,7 +24,8 @@ def _tracked(*patterns):
 def test_references_point_at_the_design_document():
   design = pathlib.Path(REPO, "docs", "design.md").read_text(encoding="utf-8")
   sections = set(re.findall(r"^## (\d+)\. ", design, re.M))
-  assert sections == {str(i) for i in range(1, 10)}
+  numbers = sorted(int(n) for n in sections)
+  assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 10  # §1..§N, no gaps
   cited = 0
   for path in _tracked("*.py", "*.sh", "*.md"):
     text = pathlib.Path(REPO, path).read_text(encoding="utf-8")
