@@ -8,6 +8,7 @@ on a shared CPU are figures to read, not facts to test.
   python -m experiments.bench_xresnet --batch=32,128 --steps=5
   python -m experiments.bench_xresnet --batch=32 --notorch --conv_impl=fast,xla,matmul \
       --materialize=false
+  python -m experiments.bench_xresnet --json_out=xresnet.json  # also a table and JSON
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _WIDE = flags.DEFINE_bool("wide", False, "Stage widths 64-128-256-512 instead of
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch twin if torch imports.")
 _THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
 _MODES = flags.DEFINE_list("modes", ["train", "infer"], "What to time: train, infer.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Write every figure and ratio here as JSON.")
 
 NUM_CLASSES = 71
 
@@ -178,6 +180,7 @@ def main(argv):
     f"materialize {_MATERIALIZE.value}, "
     f"median of {_STEPS.value} steps"
   )
+  results = []
   for mode in _MODES.value:
     for batch in (int(b) for b in _BATCH.value):
       torch_s = torch_bench(batch, _LENGTH.value, mode) if _TORCH.value else None
@@ -186,6 +189,9 @@ def main(argv):
           f"{mode:5s} batch {batch:4d}  torch            {batch / torch_s:8.1f} "
           f"samples/s  ({torch_s * 1e3:7.1f} ms/step)",
           flush=True,
+        )
+        results.append(
+          dict(mode=mode, batch=batch, impl="torch", seconds=torch_s, samples_per_s=batch / torch_s)
         )
       for impl in _CONV.value:
         jax_s, compile_s = jax_bench(impl, batch, _LENGTH.value, mode)
@@ -196,6 +202,44 @@ def main(argv):
           f"{ratio}",
           flush=True,
         )
+        results.append(
+          dict(
+            mode=mode,
+            batch=batch,
+            impl=f"jax[{impl}]",
+            seconds=jax_s,
+            samples_per_s=batch / jax_s,
+            compile_s=compile_s,
+            jax_vs_torch=torch_s / jax_s if torch_s else None,
+          )
+        )
+  print("\n| step | batch | implementation | samples/s | ms/step | JAX/PyTorch |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for r in results:
+    ratio = f"{r['jax_vs_torch']:.2f}" if r.get("jax_vs_torch") else "-"
+    print(
+      f"| {r['mode']} | {r['batch']} | {r['impl']} | {r['samples_per_s']:.1f} | "
+      f"{r['seconds'] * 1e3:.1f} | {ratio} |"
+    )
+  if _JSON_OUT.value:
+    import json
+    import os
+
+    record = {
+      "benchmark": "xresnet",
+      "model": _MODEL.value,
+      "wide": _WIDE.value,
+      "length": _LENGTH.value,
+      "dtype": _DTYPE.value,
+      "steps": _STEPS.value,
+      "torch_threads": _THREADS.value,
+      "load_average": list(os.getloadavg()),
+      "results": results,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(_JSON_OUT.value)), exist_ok=True)
+    with open(_JSON_OUT.value, "w") as f:
+      json.dump(record, f, indent=2)
+    print(f"wrote {_JSON_OUT.value}")
 
 
 if __name__ == "__main__":
