@@ -183,6 +183,7 @@ class Audit:
       "name": name,
       "about": about,
       "n_per_set": n,
+      "embedding_dim": int(emb_target.shape[1]),
       "n_target": int(len(self.test_rows)),
       "n_train_records": int(len(self.train_rows)),
       "sets": {SYNTHETIC: "the cohort", TRAIN: "folds 1-8", HELDOUT: "fold 9", TARGET: "fold 10"},
@@ -314,8 +315,8 @@ def _plot_residuals(sets, target, path):
 
 
 def _plot_clinical(frames, path):
-  measures = [c for c in frames[TARGET].columns if frames[TARGET][c].notna().any()]
-  measures = [m for m in measures if not m.startswith("r_amp_") or m in ("r_amp_II", "r_amp_V5")]
+  shown = [*clinical.MEASURES, "r_amp_II", "r_amp_V5"]
+  measures = [m for m in shown if m in frames[TARGET] and frames[TARGET][m].notna().any()]
   cols = 3
   rows = max(1, -(-len(measures) // cols))
   fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
@@ -469,8 +470,17 @@ def to_markdown(record: dict, files: dict | None = None) -> str:
     "## Distribution distances in the judge's embedding (against the test fold)",
     "",
     "Lower Frechet and MMD² are closer; precision, recall, density and coverage near the "
-    "real held-out row; detection AUROC 0.5 means a classifier cannot tell the set from real "
-    f"records (MMD bandwidth {_f(emb[SYNTHETIC]['mmd_bandwidth'])}, median heuristic).",
+    "real held-out row. The judge was trained on the train folds, so the real-train row also "
+    "shows how differently it embeds records it has seen; the held-out row is the target. "
+    "Detection AUROC 0.5 means a classifier cannot tell the set from real "
+    f"records (MMD bandwidth {_f(emb[SYNTHETIC]['mmd_bandwidth'])}, median heuristic)."
+    + (
+      f" With {r['n_per_set']} records per set in a {r.get('embedding_dim', 128)}-dimensional "
+      "embedding the covariances are singular and the Frechet distance is mostly estimation "
+      "noise: read it against the reference rows only."
+      if r["n_per_set"] <= r.get("embedding_dim", 128)
+      else ""
+    ),
     "",
     markdown(df),
     "![embedding](embedding_pca.png)",
