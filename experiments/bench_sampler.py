@@ -109,11 +109,11 @@ def machine_info() -> dict:
     "backend": jax.default_backend(),
     "load_average": list(os.getloadavg()),
   }
-  try:
-    import torch
+  try:  # the installed version, without importing torch (OMP_WAIT_POLICY is read at import)
+    from importlib import metadata
 
-    info["torch"] = torch.__version__
-  except ImportError:
+    info["torch"] = metadata.version("torch")
+  except Exception:
     pass
   return info
 
