@@ -5,9 +5,9 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import export_random_generator, tiny_cfg
+from conftest import export_random_generator, make_ptbxl_root, tiny_cfg
 
-from ecgjax.data import pipeline
+from ecgjax.data import load_ptbxl, pipeline
 from ecgjax.errors import CheckpointError, ConfigError
 from ecgjax.eval import augment, convergence, runs, transfer, tstr
 from ecgjax.generators import latent_diffusion
@@ -21,25 +21,36 @@ def _cfg():
 
 
 @pytest.fixture(scope="module")
-def harness(ptbxl, tmp_path_factory):
+def small(ptbxl, tmp_path_factory):
+  """A 141-record root: every record with AFIB or PVC and the first 120 others (a third of
+  the embedded slice, so each classifier trains and predicts in a third of the time)."""
+  codes = list(ptbxl.codes)
+  rare = ptbxl.labels[:, [codes.index("AFIB"), codes.index("PVC")]].any(1)
+  keep = np.flatnonzero(rare | (np.cumsum(~rare) <= 120))
+  root = make_ptbxl_root(tmp_path_factory.mktemp("small"), list(ptbxl.ecg_id[keep]))
+  return load_ptbxl(root, cache_dir=str(tmp_path_factory.mktemp("cache")), progress=False)
+
+
+@pytest.fixture(scope="module")
+def harness(small, tmp_path_factory):
   cfg = _cfg()
   wd = str(tmp_path_factory.mktemp("papers"))
-  export_random_generator(cfg, ptbxl, wd)
-  return tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, wd, progress=False)
+  export_random_generator(cfg, small, wd)
+  return tstr.Harness(cfg, pipeline.make_mesh(1), small, wd, progress=False)
 
 
 @pytest.mark.slow
-def test_augmentation_arms(harness, ptbxl):
-  codes = augment.parse_codes("AFIB,PVC", ptbxl.codes)
-  cols = [list(ptbxl.codes).index(c) for c in codes]
-  tr = np.flatnonzero(ptbxl.train_mask)
-  n_pos = int(ptbxl.labels[tr][:, cols].any(1).sum())
+def test_augmentation_arms(harness, small):
+  codes = augment.parse_codes("AFIB,PVC", small.codes)
+  cols = [list(small.codes).index(c) for c in codes]
+  tr = np.flatnonzero(small.train_mask)
+  n_pos = int(small.labels[tr][:, cols].any(1).sum())
   got = {arm: augment.run(harness, codes, arm, 0)[0] for arm in augment.ARMS}
   assert got["baseline"]["n_train"] == len(tr) and got["baseline"]["n_added"] == 0
   assert got["double"]["n_train"] == got["synthetic"]["n_train"] == len(tr) + n_pos
   assert got["synthetic"]["n_added"] == n_pos > 0
   assert got["baseline"]["train_positives"] == {
-    c: int(ptbxl.labels[tr][:, j].sum()) for c, j in zip(codes, cols)
+    c: int(small.labels[tr][:, j].sum()) for c, j in zip(codes, cols)
   }
   for record in got.values():
     assert set(record["per_code_gmean"]) <= set(codes) and record["codes"] == codes
@@ -50,7 +61,7 @@ def test_augmentation_arms(harness, ptbxl):
   text, written = augment.render(list(got.values()), str(harness.root) + "/r")
   assert "AFIB baseline" in text and os.path.getsize(written["augment.csv"]) > 0
   with pytest.raises(ConfigError, match="does not render"):
-    augment.parse_codes("AFIB,CRBBB", ptbxl.codes, ("NORM", "AFIB"))
+    augment.parse_codes("AFIB,CRBBB", small.codes, ("NORM", "AFIB"))
 
 
 @pytest.mark.slow
@@ -76,22 +87,22 @@ def test_transfer_settings(harness):
 
 
 @pytest.mark.slow
-def test_convergence_reads_kept_checkpoints(ptbxl, tmp_path):
+def test_convergence_reads_kept_checkpoints(small, tmp_path):
   cfg = _cfg()
   cfg.convergence.update(steps="3,6", keep_every=3, n=32)
   cfg.train_unet.update(steps=9, checkpoint_every=3)
   wd = str(tmp_path)
   mesh = pipeline.make_mesh(1)
-  harness = tstr.Harness(cfg, mesh, ptbxl, wd, progress=False)
+  harness = tstr.Harness(cfg, mesh, small, wd, progress=False)
   steps = convergence.parse_steps(cfg.convergence.steps)
-  gen_dir = convergence.generator_workdir(cfg, mesh, ptbxl, wd, harness.root, steps, progress=False)
+  gen_dir = convergence.generator_workdir(cfg, mesh, small, wd, harness.root, steps, progress=False)
   assert gen_dir == os.path.join(wd, "convergence")
   # Multiples of keep_every survive beside the latest checkpoints.
   assert {3, 6, 9} <= set(convergence.kept_steps(gen_dir))
   scfg = convergence.study_config(cfg)
-  final = latent_diffusion.load(scfg, ptbxl, gen_dir).model.params["unet"]
-  at9 = latent_diffusion.load_at_step(scfg, ptbxl, gen_dir, 9)
-  at3 = latent_diffusion.load_at_step(scfg, ptbxl, gen_dir, 3)
+  final = latent_diffusion.load(scfg, small, gen_dir).model.params["unet"]
+  at9 = latent_diffusion.load_at_step(scfg, small, gen_dir, 9)
+  at3 = latent_diffusion.load_at_step(scfg, small, gen_dir, 3)
   # The EMA weights at the last step are the exported ones; at step 3 they differ.
   for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(at9.model.params["unet"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -106,6 +117,6 @@ def test_convergence_reads_kept_checkpoints(ptbxl, tmp_path):
   _, written = convergence.render(records, str(tmp_path / "r"))
   assert os.path.getsize(written["convergence.png"]) > 1000
   with pytest.raises(CheckpointError, match="step 4"):
-    latent_diffusion.load_at_step(scfg, ptbxl, gen_dir, 4)
+    latent_diffusion.load_at_step(scfg, small, gen_dir, 4)
   with pytest.raises(ConfigError, match="positive"):
     convergence.parse_steps("0,3")
