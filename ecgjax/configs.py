@@ -76,9 +76,10 @@ def get_config(preset: str = "mini") -> ConfigDict:
       eta=0.0,
       cfg_scale=3.0,
       batch_size=256 if paper else 64,
-      # 'projected': limb leads made to obey Einthoven's and Goldberger's identities
-      # by a least-squares projection (ecgjax/data/signals.py); 'generated': as decoded.
-      limb_leads="generated",
+      # 'projected' (default): limb leads made to obey Einthoven's and Goldberger's
+      # identities by a least-squares projection (ecgjax/data/signals.py); 'generated':
+      # as the VAE decodes them (README "Generators" gives the TSTR figures of both).
+      limb_leads="projected",
     )
   )
   # Downstream classifier (docs/design.md §3): one-cycle AdamW, best epoch on fold 9.
