@@ -73,11 +73,31 @@ def _launched_multihost() -> bool:
   )
 
 
+def _process_from_env() -> dict:
+  """num_processes and process_id from JAX_NUM_PROCESSES / JAX_PROCESS_ID, which
+  launch/multiprocess.sh sets (jax.distributed.initialize() reads only the coordinator's
+  address from the environment); absent ones are left to jax's cluster detection."""
+  out = {}
+  for name, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    value = os.environ.get(name)
+    if value is None:
+      continue
+    try:
+      out[arg] = int(value)
+    except ValueError:
+      raise ConfigError(f"{name}={value!r}: expected an integer") from None
+  return out
+
+
 def start() -> tuple:
-  """Initialises multi-host JAX if asked or detected; returns (config, mesh)."""
+  """Initialises multi-host JAX if asked or detected; returns (config, mesh).
+
+  Under several processes the workdir must be storage every process sees: process 0
+  writes a marker into it and every other process must find it (`check_shared_workdir`).
+  """
   want = _FLAGS.distributed == "on" or (_FLAGS.distributed == "auto" and _launched_multihost())
   if want:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**_process_from_env())
     logging.info("process %d of %d", jax.process_index(), jax.process_count())
   enable_compilation_cache()
   cfg = configs.from_flags(_FLAGS.preset)
@@ -85,6 +105,7 @@ def start() -> tuple:
     mesh = pipeline.make_mesh(_FLAGS.num_devices)
   except ValueError as e:
     raise ConfigError(f"--num_devices: {e}") from None
+  pipeline.check_shared_directory(_FLAGS.workdir, "--workdir")
   return cfg, mesh
 
 

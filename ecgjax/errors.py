@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -23,6 +24,11 @@ class CheckpointError(ValueError):
 USER_ERRORS = (DataError, ConfigError, CheckpointError)
 
 
+def _in_multiprocess_job() -> bool:
+  jax = sys.modules.get("jax")  # not imported here: this module sits below everything
+  return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run`, with user errors printed as one line and exit status 1."""
 
@@ -33,6 +39,13 @@ def run(main: Callable[[list[str]], None]) -> None:
       return main(argv)
     except USER_ERRORS as e:
       print(f"error: {e}", file=sys.stderr)
+      if _in_multiprocess_job():
+        # jax.distributed's orderly exit waits (minutes) at a barrier for every process,
+        # and a process that did not fail may be waiting in a collective instead: leave at
+        # once, so the launcher (launch/multiprocess.sh) or the cluster stops the job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
       sys.exit(1)
 
   app.run(wrapped)

@@ -62,9 +62,10 @@ def main(argv):
     f"{out}: {sum(s['count'] for s in manifest['shards'])}/{manifest['n']} samples, "
     f"{run['generated']} generated in {run['seconds']:.1f} s ({rate})"
   )
-  if kind == "simulator" and cli.is_writer():
-    path = os.path.join(out, "simulated_vs_real.png")
-    print("wrote", cohorts.simulated_vs_real(cfg, mesh, ds, path))
+  if kind == "simulator":  # every process simulates, process 0 writes the figure
+    path = cohorts.simulated_vs_real(cfg, mesh, ds, os.path.join(out, "simulated_vs_real.png"))
+    if cli.is_writer():
+      print("wrote", path)
 
 
 if __name__ == "__main__":

@@ -45,23 +45,22 @@ def test_restored_iterator_continues_exactly():
     np.testing.assert_array_equal(expected["id"], got["id"])
 
 
-def test_processes_split_each_global_batch_disjointly():
-  single = _take(iter(pipeline.train_dataset(_arrays(), global_batch_size=8, seed=1)), 5)
+@pytest.mark.parametrize("crop", [None, 2])
+def test_processes_feed_contiguous_blocks_of_the_single_process_batch(crop):
+  # Process p feeds rows p * local .. of each global batch, so the assembled global batch
+  # is the one-process batch row for row (dropout masks fall on the same records).
+  arrays = {"signal": np.arange(50 * 4, dtype=np.float32).reshape(50, 1, 4), "id": np.arange(50)}
+  kw = dict(global_batch_size=8, seed=1, crop=crop)
+  single = _take(iter(pipeline.train_dataset(arrays, **kw)), 9)
   per_process = [
-    _take(
-      iter(
-        pipeline.train_dataset(
-          _arrays(), global_batch_size=8, seed=1, process_index=p, process_count=2
-        )
-      ),
-      5,
-    )
+    _take(iter(pipeline.train_dataset(arrays, **kw, process_index=p, process_count=2)), 9)
     for p in (0, 1)
   ]
-  for step in range(5):
-    a, b = per_process[0][step]["id"], per_process[1][step]["id"]
-    assert a.shape == (4,) and not set(a) & set(b)
-    assert sorted(np.concatenate([a, b])) == sorted(single[step]["id"])
+  for step in range(9):
+    a, b = per_process[0][step], per_process[1][step]
+    assert a["id"].shape == (4,) and not set(a["id"]) & set(b["id"])
+    for key in ("id", "signal"):
+      np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), single[step][key])
 
 
 @pytest.mark.parametrize("n,batch,processes", [(50, 8, 1), (48, 8, 1), (50, 8, 2), (7, 4, 2)])
@@ -74,6 +73,22 @@ def test_eval_pipeline_yields_every_record_once(n, batch, processes):
       assert element["id"].shape == (batch // processes,)
       seen.extend(element["id"][element["mask"]].tolist())
   assert sorted(seen) == list(range(n))
+  # Concatenated in process order, the batches are the records in order.
+  padded = np.concatenate(
+    [
+      np.concatenate(
+        [
+          e["index"]
+          for e in pipeline.eval_dataset(
+            _arrays(n), global_batch_size=batch, process_index=p, process_count=processes
+          )
+        ]
+      ).reshape(-1, batch // processes)
+      for p in range(processes)
+    ],
+    axis=1,
+  ).reshape(-1)
+  np.testing.assert_array_equal(padded, np.arange(len(padded)))
 
 
 def test_global_batch_is_split_across_8_devices():

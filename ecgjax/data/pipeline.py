@@ -1,14 +1,19 @@
 """grain input pipelines and placement of global batches on a ('data',) mesh.
 
 Multi-host: every process builds the same seeded, shuffled global order and
-takes every `process_count`-th element of it, so the process-local batches of
-one step are disjoint and together form one global batch, which
-`jax.make_array_from_process_local_data` assembles across hosts.
+takes its own contiguous block of every global batch (process p: rows
+p * local .. (p + 1) * local - 1), so the process-local batches of one step are
+disjoint and `jax.make_array_from_process_local_data` assembles them into the
+global batch a single process would have made, row for row (per-row randomness
+such as dropout masks then falls on the same records whatever the process count).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import secrets
 from collections.abc import Mapping
 
 import grain
@@ -17,7 +22,15 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ecgjax.errors import ConfigError
+from ecgjax.fileio import atomic_write
+
 DATA_AXIS = "data"
+# Batches read ahead by the training stream's threads. grain's default (500 elements, here
+# batches, on 16 threads) holds 1.5 GB of 256-record crop batches (6 GB of whole records)
+# whatever the data's size; 8 batches keep a step fed and the memory small. The order,
+# and so the result, does not depend on it.
+TRAIN_READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=8)
 
 
 class ArraySource:
@@ -51,6 +64,24 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
       f"process count {process_count}"
     )
   return global_batch_size // process_count
+
+
+def process_block(
+  ds: grain.MapDataset, global_batch_size: int, index: int, count: int
+) -> grain.MapDataset:
+  """Process `index`'s rows of every global batch of `ds`: the contiguous block
+  [index * local, (index + 1) * local) of each run of `global_batch_size` elements, so
+  that batching by `local` gives this process's slice of each global batch. Only the
+  rows a process feeds are read (ds is random access). One process: `ds` itself."""
+  if count == 1:
+    return ds
+  local = _local_batch_size(global_batch_size, count)
+  n = len(ds) // global_batch_size * local
+
+  def element(j):
+    return ds[(j // local) * global_batch_size + index * local + j % local]
+
+  return grain.MapDataset.range(n).map(element)
 
 
 def random_crop(length: int, key: str = "signal"):
@@ -97,8 +128,8 @@ def train_dataset(
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   if crop:
     ds = ds.random_map(random_crop(crop))
-  ds = ds.slice(slice(index, None, count))
-  return ds.batch(local, drop_remainder=True).to_iter_dataset()
+  ds = process_block(ds, global_batch_size, index, count)
+  return ds.batch(local, drop_remainder=True).to_iter_dataset(TRAIN_READ_OPTIONS)
 
 
 def eval_dataset(
@@ -127,7 +158,7 @@ def eval_dataset(
     element["index"] = np.int64(i)
     return element
 
-  ds = grain.MapDataset.range(padded).map(fetch).slice(slice(index, None, count))
+  ds = process_block(grain.MapDataset.range(padded).map(fetch), global_batch_size, index, count)
   return ds.batch(local, drop_remainder=True)
 
 
@@ -145,6 +176,90 @@ def process0_decides(value: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(value)))
 
 
+def host_value(x) -> np.ndarray:
+  """The whole value of an array as numpy on every process: a jax.Array that spans other
+  processes' devices (e.g. a batch split over a multi-host 'data' axis) is gathered."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def global_array(x, sharding: NamedSharding) -> jax.Array:
+  """A host value that every process holds whole, placed with `sharding` (each process
+  fills only its own devices' shards, so this works whatever devices the mesh spans)."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def _all_processes(value: np.ndarray) -> np.ndarray:
+  from jax.experimental import multihost_utils
+
+  return np.asarray(multihost_utils.process_allgather(np.asarray(value)))
+
+
+def check_same_on_processes(text: str, what: str) -> None:
+  """Raises ConfigError on every process unless `text` (e.g. the data's content key) is
+  the same on all of them: processes that read different inputs would silently train on
+  different data."""
+  if jax.process_count() == 1:
+    return
+  digest = np.frombuffer(hashlib.blake2b(text.encode(), digest_size=16).digest(), np.uint8)
+  seen = _all_processes(digest)
+  differ = [i for i in range(len(seen)) if not np.array_equal(seen[i], seen[0])]
+  if differ:
+    raise ConfigError(
+      f"{what} differs between processes: process(es) {', '.join(map(str, differ))} read "
+      f"something other than process 0; every process must read the same bytes"
+    )
+
+
+SHARED_MARKER = ".ecgjax_shared_check"
+
+
+def check_shared_directory(path: str, what: str) -> None:
+  """Raises ConfigError on every process unless `path` is one directory that every
+  process sees (shared storage), which a multi-process job needs wherever process 0
+  writes what the others read (checkpoints, cohorts, finished runs).
+
+  Process 0 writes a marker holding a fresh job token; after a barrier every process
+  looks for it. A host-local directory of the same name would let the processes
+  diverge silently (different resume points, unfinished cohorts), so it is refused.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+
+  token = multihost_utils.broadcast_one_to_all(
+    np.frombuffer(secrets.token_bytes(16), np.uint8).copy()
+  )
+  token = bytes(np.asarray(token, np.uint8)).hex()
+  marker = os.path.join(os.path.abspath(path), f"{SHARED_MARKER}.{token}")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    atomic_write(marker, lambda f: f.write(token))
+  multihost_utils.sync_global_devices(f"ecgjax shared check {token} written")
+  try:
+    with open(marker, encoding="utf-8") as f:
+      seen = f.read() == token
+  except OSError:
+    seen = False
+  ok = _all_processes(np.bool_(seen)).reshape(-1)
+  multihost_utils.sync_global_devices(f"ecgjax shared check {token} read")
+  if jax.process_index() == 0:
+    os.remove(marker)
+  if not ok.all():
+    blind = ", ".join(str(i) for i in np.flatnonzero(~ok))
+    raise ConfigError(
+      f"{what}={path}: process(es) {blind} of {jax.process_count()} do not see the marker "
+      f"process 0 wrote at {marker}; under several processes it must be storage every "
+      f"process sees at the same path (a shared filesystem or a bucket mount), since "
+      f"process 0 writes the checkpoints, cohorts and results the others read "
+      f"(launch/README.md)"
+    )
+
+
 def make_mesh(num_devices: int | None = None) -> Mesh:
   """A 1-D ('data',) mesh over the first `num_devices` devices (default: all)."""
   devices = jax.devices()
@@ -156,6 +271,26 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   return jax.make_mesh(
     (n,), (DATA_AXIS,), devices=devices[:n], axis_types=(jax.sharding.AxisType.Auto,)
   )
+
+
+def put_replicated(tree, mesh: Mesh):
+  """`tree` replicated on every device of `mesh`. Under several processes an array held by
+  this process alone (e.g. restored onto a local device) goes through the host, since CPU
+  backends have no cross-host device transfer; every process must hold the same values."""
+  if jax.process_count() > 1:
+    tree = jax.tree.map(
+      lambda x: np.asarray(x) if isinstance(x, jax.Array) and x.is_fully_addressable else x, tree
+    )
+  return jax.device_put(tree, replicated(mesh))
+
+
+def barrier(name: str) -> None:
+  """Every process waits here until all have arrived (a no-op on one process), e.g. before
+  the others read what process 0 has just written."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

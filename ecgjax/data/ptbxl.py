@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ecgjax import fileio
+from ecgjax.data import pipeline
 from ecgjax.data import records as records_lib
 from ecgjax.data import signals as signals_lib
 from ecgjax.data import table as T
@@ -211,6 +212,8 @@ def load_ptbxl(
   demo_z = T.zscore(demo, mean, std)
   rel_paths = [str(p) for p in db["filename_lr"]]
   key = _content_key(root, rel_paths)
+  # Several processes may read host-local copies, but they must be the same bytes.
+  pipeline.check_same_on_processes(key, f"the data at {root} (--data_dir)")
   signals = _load_signals(root, rel_paths, key, cache_dir, num_workers, progress)
   return PTBXL(
     signals=signals,

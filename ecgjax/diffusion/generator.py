@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ecgjax import fingerprints
+from ecgjax.data import pipeline
 from ecgjax.data.signals import destandardise, project_limb_leads
 from ecgjax.diffusion import ddim
 from ecgjax.diffusion.loss import PREDICTIONS, eps_from_prediction
@@ -172,7 +173,7 @@ class Generator:
     batch_size = max(n_dev, -(-min(batch_size, max(len(cond), 1)) // n_dev) * n_dev)
     run = self.sampler(mesh, num_steps=num_steps)
     if mesh not in self._placed:
-      self._placed = {mesh: jax.device_put(self.params, NamedSharding(mesh, P()))}
+      self._placed = {mesh: pipeline.put_replicated(self.params, mesh)}
     params = self._placed[mesh]
     out = []
     for s in range(0, len(cond), batch_size):
@@ -181,7 +182,8 @@ class Generator:
       if m < batch_size:
         c = np.concatenate([c, np.repeat(c[-1:], batch_size - m, 0)])
       keys = ddim.sample_keys_for(key, batch_size, start + s)
-      out.append(np.asarray(run(params, jnp.asarray(c), keys, cfg_scale, eta))[:m])
+      # host_value: the batch is split over 'data', which may span other processes.
+      out.append(pipeline.host_value(run(params, jnp.asarray(c), keys, cfg_scale, eta))[:m])
     return np.concatenate(out) if out else np.zeros((0, 12, 1000), np.float32)
 
 

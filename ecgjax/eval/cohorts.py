@@ -79,7 +79,8 @@ def simulated_vs_real(cfg, mesh, ds, out_path, seed=0) -> str:
   """One real record per class the simulator renders (the first with that label and none of
   the other classes; NORM: normal and no class) beside a simulated one from the same
   conditioning vector. A class with no such record in the data gets an empty real panel
-  and a simulated one from its label alone (with the first train record's demographics)."""
+  and a simulated one from its label alone (with the first train record's demographics).
+  Under several processes every process calls it and process 0 writes the figure."""
   from ecgjax.generators import simulator
 
   gen = generators.get("simulator").load(cfg, ds)
@@ -102,7 +103,10 @@ def simulated_vs_real(cfg, mesh, ds, out_path, seed=0) -> str:
       c[codes.index(name)] = 1
       cond.append(c)
       titles.append(f"{name} (no real record in this data)")
+  # Every process generates (the batch is split over the whole mesh); process 0 plots.
   fake = gen.generate(np.stack(cond), jax.random.PRNGKey(seed), mesh=mesh)
+  if jax.process_index() != 0:
+    return out_path
   return plots.ecg_comparison(
     np.stack(real), fake, titles, out_path, fake_rate=gen.sampling_rate, fake_name="simulated"
   )

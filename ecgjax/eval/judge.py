@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from ecgjax import metrics
+from ecgjax.data import pipeline
 from ecgjax.train import classifier as clf_lib
 
 JUDGE_DIR = "judge"
@@ -42,10 +43,10 @@ def train(cfg, ds, workdir: str, mesh, *, progress: bool = True) -> clf_lib.Clas
     desc="judge",
   )
   thresholds = metrics.choose_thresholds(ds.labels[va], clf.predict(val_signals, mesh), metric="f1")
-  if jax.process_index() == 0:
-    clf_lib.export(
-      path(workdir), clf, cfg.classifier, {"thresholds": np.asarray(thresholds, np.float32)}
-    )
+  clf_lib.export(  # process 0 writes it
+    path(workdir), clf, cfg.classifier, {"thresholds": np.asarray(thresholds, np.float32)}
+  )
+  pipeline.barrier("judge exported")  # the others may load it next
   return clf
 
 

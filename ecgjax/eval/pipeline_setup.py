@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from ecgjax import generators
+from ecgjax.data import pipeline
 from ecgjax.errors import CheckpointError
 from ecgjax.eval import judge as judge_lib
 from ecgjax.eval import plots
@@ -29,13 +30,14 @@ def ensure_generator(cfg, mesh, ds, workdir, *, progress=True) -> None:
 
 def generator_figures(cfg, mesh, ds, workdir, examples: int = 3) -> list[str]:
   """<workdir>/generator/ecg_comparison.png (real vs generated, same conditioning, test
-  fold) and losses.png, written by process 0."""
-  if jax.process_index() != 0:
-    return []
+  fold) and losses.png, written by process 0. Every process generates (the sampler's batch
+  is split over the whole mesh); only process 0 plots."""
   gen = generators.get("latent_diffusion").load(cfg, ds, workdir)
   out = os.path.join(workdir, train_lib.GENERATOR_DIR)
   test = np.flatnonzero(ds.test_mask)[:examples]
   fake = gen.generate(ds.cond[test], jax.random.PRNGKey(0), mesh=mesh)
+  if jax.process_index() != 0:
+    return []
   titles = [", ".join(c for c, on in zip(ds.codes, ds.labels[i]) if on) for i in test]
   written = [
     plots.ecg_comparison(
@@ -51,7 +53,8 @@ def generator_figures(cfg, mesh, ds, workdir, examples: int = 3) -> list[str]:
 
 
 def ensure_judge(cfg, mesh, ds, workdir, *, progress=True):
-  if judge_lib.exists(workdir):
+  # Process 0's look at the workdir decides: every process must train, or none.
+  if pipeline.process0_decides(np.bool_(judge_lib.exists(workdir))):
     return
   if cfg.preset != "mini":
     raise CheckpointError(

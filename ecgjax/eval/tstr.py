@@ -107,7 +107,8 @@ def policy_cohort(
     )  # fmt: skip
     if not made["complete"]:
       return made
-    pool_signals = cohort.read_cohort(pool_dir)["signals"]
+    # Read lazily: the judge and the selection touch one batch of rows at a time.
+    pool_signals = cohort.read_cohort(pool_dir, lazy=True)["signals"]
     clf, thresholds = judge
     logits = clf.predict(pool_signals, mesh, logits=True)
     draw = spec.fn(
@@ -172,7 +173,8 @@ class Harness:
     return self._judge
 
   def draw_signals(self, policy: str, key, n: int, run_dir: str, seed: int):
-    """(signals, labels (n, 71), generator budget) of the training cohort of a policy.
+    """(signals, labels (n, 71), generator budget) of the training cohort of a policy;
+    generated signals are a lazily read `ShardedArray` (index it, or np.asarray it whole).
 
     Dispatches on the registry's `source`: real signals, one generated ECG per
     drawn tuple, or a judge-scored generated pool the policy selects from.
@@ -195,8 +197,10 @@ class Harness:
       judge=self.judge if spec.source == policies_lib.JUDGE_POOL else None,
       progress=self.progress,
     )
-    made = cohort.read_cohort(out)
-    return made["signals"], made["labels"], spec.generator_budget(n)
+    # The signals stay on disk (a ShardedArray read batch by batch by the classifier's grain
+    # pipeline), so a cohort larger than memory trains; the labels are small.
+    made = cohort.read_cohort(out, lazy=True)
+    return made["signals"], np.asarray(made["labels"]), spec.generator_budget(n)
 
   def fit_and_score(self, signals, labels, seed, run_dir, *, columns=None, init=None):
     """Trains the classifier on (signals, labels[:, columns]) with its epoch picked on real

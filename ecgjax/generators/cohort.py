@@ -13,12 +13,13 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from ecgjax.data import pipeline
+from ecgjax.data import pipeline, shards
 from ecgjax.errors import ConfigError
 from ecgjax.fileio import atomic_write
 from ecgjax.models.embeddings import check_cond
@@ -74,6 +75,9 @@ def write_cohort(
     raise ConfigError(f"--n must be positive, got {n}")
   if shard_size <= 0:
     raise ConfigError(f"shard size must be positive, got {shard_size}")
+  # Process 0 writes the shards and the manifest; under several processes the others read
+  # them back (a judge's pool), so the directory must be one they all see.
+  pipeline.check_shared_directory(out_dir, "the cohort directory")
   os.makedirs(out_dir, exist_ok=True)
   want = {
     "n": n,
@@ -94,12 +98,15 @@ def write_cohort(
         f"{out_dir} holds a different cohort (differs in {', '.join(stale)}); "
         f"use another --out or remove it"
       )
-  done = {
+  on_disk = {
     s["start"] for s in manifest["shards"] if os.path.isfile(os.path.join(out_dir, s["file"]))
   }
-  manifest["shards"] = [s for s in manifest["shards"] if s["start"] in done]
   starts = np.arange(0, n, shard_size)
-  missing = pipeline.process0_decides(np.array([s not in done for s in starts]))
+  # Process 0's view decides, and every process keeps the same manifest in memory (so all
+  # of them return the same `complete`), though only process 0 writes it.
+  missing = pipeline.process0_decides(np.array([s not in on_disk for s in starts]))
+  done = {int(s) for s in starts[~missing]}
+  manifest["shards"] = [s for s in manifest["shards"] if s["start"] in done]
   todo = [int(s) for s in starts[missing]]
   bar = tqdm(
     total=n,
@@ -127,16 +134,19 @@ def write_cohort(
         atomic_write(
           os.path.join(out_dir, name), lambda f, payload=payload: np.savez(f, **payload), mode="wb"
         )
-        manifest["shards"] = sorted(
-          manifest["shards"] + [{"file": name, "start": start, "count": stop - start}],
-          key=lambda s: s["start"],
-        )
-        manifest["complete"] = sum(s["count"] for s in manifest["shards"]) == n
+      manifest["shards"] = sorted(
+        manifest["shards"] + [{"file": name, "start": start, "count": stop - start}],
+        key=lambda s: s["start"],
+      )
+      manifest["complete"] = sum(s["count"] for s in manifest["shards"]) == n
+      if jax.process_index() == 0:
         atomic_write(os.path.join(out_dir, MANIFEST), lambda f: json.dump(manifest, f, indent=1))
       made += stop - start
       bar.update(stop - start)
   finally:
     bar.close()
+  # The others may read the cohort next: wait until process 0 has written all of it.
+  pipeline.barrier(f"cohort {out_dir} written")
   elapsed = time.perf_counter() - t0
   manifest["last_run"] = {
     "generated": made,
@@ -178,14 +188,22 @@ def generate_cohort(
   )
 
 
-def read_cohort(out_dir: str) -> dict[str, np.ndarray]:
-  """All shards of a complete cohort, concatenated in sample order."""
+FIELDS = ("signals", "cond", "labels", "rows", "index")
+
+
+def read_cohort(out_dir: str, *, lazy: bool = False) -> dict:
+  """All shards of a complete cohort in sample order: concatenated arrays, or with
+  lazy=True one `ShardedArray` per field, which reads only the rows it is indexed with
+  (so a cohort larger than memory can be trained on; ecgjax/data/shards.py). Both give
+  the same values, for cohorts written by any version of the writer."""
   manifest = read_manifest(out_dir)
   if manifest is None or not manifest.get("complete"):
     raise ConfigError(
       f"{out_dir}: no complete cohort (manifest missing or unfinished); "
       f"rerun the generation to finish it"
     )
+  if lazy:
+    return _open_lazily(out_dir, manifest)
   parts = []
   for s in manifest["shards"]:
     path = os.path.join(out_dir, s["file"])
@@ -196,5 +214,29 @@ def read_cohort(out_dir: str) -> dict[str, np.ndarray]:
       raise ConfigError(f"{path}: unreadable shard ({e})") from None
   out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   if not np.array_equal(out["index"], np.arange(manifest["n"])):
+    raise ConfigError(f"{out_dir}: shards do not cover samples 0..{manifest['n'] - 1} exactly once")
+  return out
+
+
+def _open_lazily(out_dir: str, manifest: dict) -> dict[str, shards.ShardedArray]:
+  layouts = {k: [] for k in FIELDS}
+  for s in manifest["shards"]:
+    path = os.path.join(out_dir, s["file"])
+    try:
+      for k in FIELDS:
+        layouts[k].append(shards.npz_part(path, k))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+      raise ConfigError(f"{path}: unreadable shard ({e})") from None
+  try:
+    out = {k: shards.ShardedArray(v) for k, v in layouts.items()}
+  except ValueError as e:
+    raise ConfigError(f"{out_dir}: shards do not fit together ({e})") from None
+  # The sample indices are small (8 bytes a sample); checking them reads no signal.
+  index = out["index"]
+  covered = len(index) == manifest["n"] and all(
+    np.array_equal(index[a : a + 65536], np.arange(a, min(a + 65536, len(index))))
+    for a in range(0, len(index), 65536)
+  )
+  if not covered or any(len(v) != len(index) for v in out.values()):
     raise ConfigError(f"{out_dir}: shards do not cover samples 0..{manifest['n'] - 1} exactly once")
   return out

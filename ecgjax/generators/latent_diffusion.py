@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from ecgjax.data import pipeline
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.errors import CheckpointError, ConfigError
 from ecgjax.generators.base import GeneratorKind
@@ -73,7 +75,14 @@ class LatentDiffusion:
 
 
 def export(workdir: str, params: dict, meta: dict) -> None:
-  ckpt = Checkpointer(os.path.join(workdir, EXPORT_DIR), meta=meta, max_to_keep=1)
+  """Writes (or replaces) the export; every process calls it (an orbax checkpointer is
+  collective: process 0 writes the host arrays)."""
+  path = os.path.join(workdir, EXPORT_DIR)
+  if jax.process_index() == 0:
+    # A rerun of a finished training exports again: the step is replaced, not refused.
+    shutil.rmtree(path, ignore_errors=True)
+  pipeline.barrier("generator export cleared")
+  ckpt = Checkpointer(path, meta=meta, max_to_keep=1)
   ckpt.save(0, params, force=True)
   ckpt.wait()
   ckpt.close()
@@ -101,7 +110,7 @@ def load_model(workdir: str, cfg, content_key: str | None = None) -> gen_lib.Gen
       f"generator in {path} was trained on other data "
       f"(data key {stored.get('data_key')}, this data {content_key})"
     )
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  cpu = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   params = ckpt.restore(gen_lib.param_template(gen), sharding=cpu)
   ckpt.close()
   gen.params = params

@@ -83,6 +83,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import ConfigDict
 
+from ecgjax.data import pipeline
 from ecgjax.data.records import LEADS
 from ecgjax.errors import ConfigError
 from ecgjax.fingerprints import fingerprint
@@ -415,7 +416,7 @@ class Simulator:
       keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(start + pad))
       part = jax.tree.map(lambda a, pad=pad: jnp.asarray(a[pad]), rec)
       y = simulate(keys, part, sampling_rate=self.sampling_rate, noise=self.noise, mesh=mesh)
-      out.append(np.asarray(y)[: len(idx)])
+      out.append(pipeline.host_value(y)[: len(idx)])
     if not out:
       return np.zeros((0, 12, int(DURATION_S * self.sampling_rate)), np.float32)
     return np.concatenate(out)

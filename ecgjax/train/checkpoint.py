@@ -41,19 +41,39 @@ class Checkpointer:
     max_to_keep: int | None = 2,
     keep_period: int | None = None,
     create: bool = True,
+    process0_only: bool = False,
   ):
     """keep_period: never delete a checkpoint whose step is a multiple of it (kept beside
-    the `max_to_keep` latest ones), e.g. for a convergence study."""
+    the `max_to_keep` latest ones), e.g. for a convergence study.
+
+    Under several processes a checkpointer is collective: every process creates it on the
+    same directory and calls save and restore in the same order (orbax synchronises them;
+    process 0 writes host arrays, each process its shards of device arrays).
+    process0_only: only process 0 uses this one (an export of host arrays, a result file),
+    so orbax waits for no other process.
+    """
     self.directory = os.path.abspath(directory)
     if not create and not os.path.isdir(self.directory):
       raise CheckpointError(f"no checkpoint directory at {self.directory}")
     self.meta = dict(meta)
+    multiprocessing = {}
+    if process0_only and jax.process_count() > 1:
+      if jax.process_index() != 0:
+        raise ValueError("a process0_only checkpointer is for process 0")
+      # orbax refuses to create the root itself when only some processes take part.
+      if create:
+        os.makedirs(self.directory, exist_ok=True)
+      create = False
+      multiprocessing["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+        primary_host=0, active_processes={0}
+      )
     options = ocp.CheckpointManagerOptions(
       save_interval_steps=save_interval_steps,
       max_to_keep=max_to_keep,
       keep_period=keep_period or None,
       create=create,
       enable_async_checkpointing=False,
+      **multiprocessing,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 

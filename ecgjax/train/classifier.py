@@ -31,7 +31,19 @@ from ecgjax.train import loop
 from ecgjax.train.checkpoint import Checkpointer
 from ecgjax.train.state import TrainState
 
-ARCHS = {"xresnet1d50": xresnet1d.xresnet1d50, "xresnet1d101": xresnet1d.xresnet1d101}
+ARCHS = {
+  "xresnet1d50": xresnet1d.xresnet1d50,
+  "xresnet1d101": xresnet1d.xresnet1d101,
+  # One bottleneck per stage, widths of 16 (22,759 parameters with 71 outputs): the same
+  # code path at a fraction of the compile and step time, for tests and data-path benchmarks.
+  "xresnet1d_tiny": functools.partial(
+    xresnet1d.XResNet1d,
+    layers=(1, 1, 1, 1),
+    widths=(16, 16, 16, 16),
+    stem_widths=(8, 8, 16),
+    head_hidden=32,
+  ),
+}
 
 
 def build_model(ccfg, num_classes: int = 71):
@@ -177,15 +189,18 @@ def predict(
   n_dev = mesh.shape[pipeline.DATA_AXIS]
   batch_size = max(n_dev, batch_size // n_dev * n_dev)
   fn = _predict_fn(model, mesh, windows(signals.shape[-1], crop, crop_stride), crop, embed)
-  rep = NamedSharding(mesh, P())
-  variables, mean, std = jax.device_put((variables, jnp.asarray(mean), jnp.asarray(std)), rep)
+  variables, mean, std = pipeline.put_replicated(
+    (variables, np.asarray(mean), np.asarray(std)), mesh
+  )
   width = model.head_hidden if embed else model.num_classes
   out = np.zeros((len(signals), width), np.float32)
   for batch in pipeline.eval_dataset({"signal": signals}, global_batch_size=batch_size):
-    placed = pipeline.shard_batch({"signal": batch["signal"]}, mesh)
+    placed = pipeline.shard_batch(batch, mesh)
     y = np.asarray(fn(variables, mean, std, placed["signal"]))
-    keep = batch["mask"]
-    out[batch["index"][keep]] = y[keep]
+    # y holds the whole global batch; under several processes this process's batch is only
+    # its slice of it, so the rows' indices and masks come from the global batch too.
+    keep = pipeline.host_value(placed["mask"])
+    out[pipeline.host_value(placed["index"])[keep]] = y[keep]
   return out if logits or embed else sigmoid(out)
 
 
@@ -246,7 +261,10 @@ def train_classifier(
   the same protocol) decides whether the epoch's weights become the best;
   the best weights travel in fit's checkpointed carry, so a resumed run picks
   the same epoch as an uninterrupted one. Signals may have any number of leads
-  (e.g. lead II alone). pos_weight (K,): weight of each class's positives in
+  (e.g. lead II alone), and may be any array-like with numpy row indexing, `len` and
+  `shape` (a memmap, a cohort's lazily read `ShardedArray`): the statistics are
+  accumulated over chunks and grain reads one row per element, so they are never
+  loaded whole and training gives the same weights as on the concatenated array. pos_weight (K,): weight of each class's positives in
   the loss. init_variables: start from these weights (fine-tuning a pre-trained
   classifier) instead of a fresh initialisation.
   """
@@ -368,7 +386,14 @@ def _export_describe(ccfg) -> dict:
 
 
 def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
-  """Saves a trained classifier (weights, input statistics, extras) with orbax."""
+  """Saves a trained classifier (weights, input statistics, extras) with orbax.
+
+  A result file: process 0 writes it, alone (any other process returns at once), so it
+  may be called by every process or by process 0 only; readers on other processes must
+  wait for it (`pipeline.barrier`).
+  """
+  if jax.process_index() != 0:
+    return
   describe = _export_describe(ccfg)
   meta = {
     "fingerprint": fingerprint(describe),
@@ -383,7 +408,7 @@ def export(path: str, clf: Classifier, ccfg, extra: dict | None = None) -> None:
     "leads": int(np.shape(clf.mean)[0]),
   }
   tree = {"variables": clf.variables, "mean": clf.mean, "std": clf.std, **(extra or {})}
-  ckpt = Checkpointer(path, meta=meta, max_to_keep=1)
+  ckpt = Checkpointer(path, meta=meta, max_to_keep=1, process0_only=True)
   ckpt.save(0, tree, force=True)
   ckpt.wait()
   ckpt.close()
@@ -412,7 +437,7 @@ def load(path: str, ccfg, extra_template: dict | None = None) -> tuple[Classifie
     "std": f32(leads),
     **(extra_template or {}),
   }
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  cpu = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   tree = ckpt.restore(template, sharding=cpu)
   ckpt.close()
   tree = jax.device_get(tree)

@@ -37,7 +37,7 @@ def jit_train_step(step_fn: Callable, mesh: Mesh, state_sharding=None):
 
 
 def replicate(tree, mesh: Mesh):
-  return jax.device_put(tree, pipeline.replicated(mesh))
+  return pipeline.put_replicated(tree, mesh)
 
 
 def _write_jsonl(path: str | None, record: Mapping):
@@ -82,10 +82,13 @@ def fit(
   if on_epoch_end is not None and not steps_per_epoch:
     raise ValueError("on_epoch_end needs steps_per_epoch")
   run = {"train": state, "carry": carry} if with_carry else state
+  # Process 0's look at the checkpoint directory decides where every process resumes.
+  latest = None if checkpointer is None else checkpointer.latest_step()
+  latest = int(pipeline.process0_decides(np.int64(-1 if latest is None else latest)))
   start = 0
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    start = checkpointer.latest_step()
-    run = checkpointer.restore(run, data_iter, sharding=pipeline.replicated(mesh))
+  if latest >= 0:
+    start = latest
+    run = checkpointer.restore(run, data_iter, step=latest, sharding=pipeline.replicated(mesh))
   else:
     run = replicate(run, mesh)
   state, carry = (run["train"], run["carry"]) if with_carry else (run, None)
