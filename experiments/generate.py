@@ -47,6 +47,7 @@ _SHARD_SIZE = flags.DEFINE_integer(
 def main(argv):
   del argv
   cfg, mesh = cli.start()
+  cohorts.check_request(_N.value, _POLICY.value)
   ds = load_ptbxl(cli.data_dir())
   kind = cfg.generator.kind
   out = _OUT.value or cohorts.cohort_dir(cli.workdir(), kind, _POLICY.value, _SEED.value)

@@ -28,6 +28,16 @@ def cohort_dir(workdir: str, kind: str, policy: str, seed: int) -> str:
   return os.path.join(workdir, COHORTS_DIR, kind, f"{policy}_seed{seed}")
 
 
+def check_request(n, policy: str) -> None:
+  """Refuses a cohort size or policy that cannot give a cohort (before any data is read)."""
+  if n is None or n <= 0:
+    raise ConfigError(f"--n must be a positive integer, got {n}")
+  if policies.get(policy).source == policies.REAL:
+    raise ConfigError(
+      f"--policy={policy} uses real records, not generated ones: nothing to generate"
+    )
+
+
 def make_cohort(
   cfg,
   mesh,
@@ -42,13 +52,8 @@ def make_cohort(
   policy="real_matched",
 ):
   """Writes (or finishes) the cohort; returns its manifest."""
-  if n is None or n <= 0:
-    raise ConfigError(f"--n must be a positive integer, got {n}")
+  check_request(n, policy)
   spec = policies.get(policy)
-  if spec.source == policies.REAL:
-    raise ConfigError(
-      f"--policy={policy} uses real records, not generated ones: nothing to generate"
-    )
   pipeline_setup.ensure_generator(cfg, mesh, ds, workdir, progress=progress)
   gen = generators.for_config(cfg).load(cfg, ds, workdir)
   judge = None
