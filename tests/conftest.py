@@ -56,10 +56,13 @@ def small_root(tmp_path):
 
 
 def tiny_cfg():
-  """The mini preset shrunk to a few steps, for tests."""
+  """The mini preset shrunk to a few steps, for tests; classifiers (TSTR's and the judge)
+  are xresnet1d_tiny, the same code path as XResNet1d-50 at a fraction of its step time
+  (tests of the architecture itself build it directly)."""
   from ecgjax import configs
 
   cfg = configs.get_config("mini")
+  cfg.classifier.arch = "xresnet1d_tiny"
   cfg.train_vae.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
   cfg.train_unet.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
   cfg.sample.update(num_steps=2, batch_size=16)
@@ -76,9 +79,10 @@ def export_random_generator(cfg, ds, workdir):
   from ecgjax.generators import latent_diffusion
 
   gen = gen_lib.build(cfg)
+  # Jitted: an eager init runs (and compiles) every op on its own, ~30 s for the two.
   params = {
-    "vae": gen.vae.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000))),
-    "unet": gen.unet.init(
+    "vae": jax.jit(gen.vae.init)(jax.random.PRNGKey(0), jnp.zeros((1, 12, 1000))),
+    "unet": jax.jit(gen.unet.init)(
       jax.random.PRNGKey(1),
       jnp.zeros((1, 4, 128)),
       jnp.zeros((1,), jnp.int32),

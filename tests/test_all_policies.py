@@ -14,6 +14,10 @@ from ecgjax.eval import judge as judge_lib
 from ecgjax.eval import report, table1, tstr
 from ecgjax.eval import runs as runs_lib
 
+# One worker runs the whole module under `pytest -n 2 --dist loadgroup`, so its
+# module-scoped fixtures (and the runs they cache) are built once.
+pytestmark = pytest.mark.xdist_group("all_policies")
+
 N = 16
 
 

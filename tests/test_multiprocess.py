@@ -4,6 +4,7 @@ mid-run; layouts that would diverge are refused."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import export_random_generator, export_random_judge, make_ptbxl_root, tiny_cfg
+from conftest import make_ptbxl_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "launch", "multiprocess.sh")
@@ -92,54 +93,6 @@ def _same_metrics(a: dict, b: dict, tol: float) -> None:
     assert (v is None and b["buckets"][k] is None) or v == pytest.approx(b["buckets"][k], abs=tol)
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process_with_as_many_devices(tmp_path, ptbxl):
-  """tstr for a judge policy in an empty workdir, which under `mini` first trains the tiny
-  generator (train_generator's path: VAE, U-Net, export, figures) and the judge
-  (train_judge's path), under 2 processes x 2 devices and then under 1 process x 4
-  devices: the same losses, judge and metrics.
-
-  Not bit for bit: the gradient all-reduce adds the devices' partial gradients in another
-  order across processes (gloo) than within one, so from the third step on the losses
-  differ in the sixth digit, and Adam, which divides by the gradient's magnitude, turns
-  such differences on near-zero gradients into steps of up to the learning rate. The
-  classifiers therefore train here at learning rate 1e-4, where that stays below what the
-  metrics resolve; data order, crops, dropout masks, BatchNorm statistics, the pool and
-  the judge's selection are all compared as they are.
-  """
-  from ecgjax import configs
-  from ecgjax.data import pipeline
-  from ecgjax.eval import judge as judge_lib
-
-  env = _env(tmp_path)
-  flags = [*TINY, "--config.classifier.epochs=2", "--config.classifier.learning_rate=1e-4"]
-  cfg = configs.get_config("mini")
-  cfg.classifier.arch = "xresnet1d_tiny"
-  va = np.flatnonzero(ptbxl.val_mask)
-  results = {}
-  for name, nproc, devices in (("2x2", 2, 2), ("1x4", None, 4)):
-    wd = str(tmp_path / name)
-    run = [f"--workdir={wd}", f"--policy={POLICY}", "--n=16", *flags]
-    proc = _launch(env, nproc, devices, "experiments.tstr", *run)
-    assert "training the mini generator first" in proc.stdout
-    assert "training the mini judge first" in proc.stdout
-    judge, _ = judge_lib.load(wd, cfg)
-    probs = judge.predict(np.asarray(ptbxl.signals[va]), pipeline.make_mesh(4))
-    results[name] = (_losses(wd), _metrics(wd), probs)
-    if nproc:  # both processes printed the table; process 0 alone wrote the files
-      assert proc.stdout.count(f"{POLICY}           0     16") == 2
-      assert os.path.isfile(os.path.join(wd, "generator", "ecg_comparison.png"))
-      assert not any("shared_check" in f for f in os.listdir(wd))
-  (la, ma, pa), (lb, mb, pb) = results["2x2"], results["1x4"]
-  assert [x[:2] for x in la] == [x[:2] for x in lb] and len(la) == 4
-  np.testing.assert_allclose([x[2] for x in la], [x[2] for x in lb], rtol=1e-5)
-  print("judge on fold 9: largest probability difference", np.abs(pa - pb).max())
-  np.testing.assert_allclose(pa, pb, atol=1e-5)  # measured: 6e-7
-  print("macro AUROC", ma["macro_auroc"], mb["macro_auroc"], "fold 9", ma["val_macro_auroc"],
-        mb["val_macro_auroc"])  # fmt: skip
-  _same_metrics(ma, mb, tol=1e-4)  # measured: equal to the last digit
-
-
 def _descendants(root: int) -> list[int]:
   parents = {}
   for entry in os.listdir("/proc"):
@@ -180,30 +133,10 @@ def _alive(pid: int) -> bool:
     return False
 
 
-@pytest.mark.slow
-def test_a_killed_process_stops_the_job_and_a_rerun_finishes_the_same(tmp_path, ptbxl):
-  """SIGKILL one of two processes once the classifier has a checkpoint: the launcher stops
-  the other and fails; the same command then resumes (the cohort and pool from their
-  shards, the classifier from its orbax checkpoint and grain state) and ends with the
-  uninterrupted run's metrics."""
-  cfg = tiny_cfg()
-  cfg.classifier.arch = "xresnet1d_tiny"
-  env = _env(tmp_path)
-  flags = [*TINY, "--config.classifier.epochs=4"]
-  workdirs = {}
-  for name in ("straight", "killed"):
-    wd = str(tmp_path / name)
-    export_random_generator(cfg, ptbxl, wd)
-    export_random_judge(cfg, wd)
-    workdirs[name] = wd
-  run = lambda wd: ["experiments.tstr", f"--workdir={wd}", f"--policy={POLICY}", "--n=16", *flags]
-  _launch(env, 2, 2, *run(workdirs["straight"]))
-  straight = _metrics(workdirs["straight"])
-
-  wd = workdirs["killed"]
-  ckpt = os.path.join(wd, "tstr", POLICY, "seed_0", "classifier")
-  cmd = ["bash", LAUNCH, "2", "2", "--", sys.executable, "-m", *run(wd)]
-  with open(tmp_path / "killed.log", "w+") as log:
+def _kill_one_process_once(cmd, env, ckpt, log_path) -> str:
+  """Runs cmd (a launcher command line), SIGKILLs process 1 once the classifier's checkpoint
+  directory `ckpt` holds a step, waits for the launcher; returns its output."""
+  with open(log_path, "w+") as log:
     launcher = subprocess.Popen(
       cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -225,14 +158,77 @@ def test_a_killed_process_stops_the_job_and_a_rerun_finishes_the_same(tmp_path, 
   assert rc != 0, output[-3000:]
   assert "process 1" in output and "stopping the others" in output
   assert not any(_alive(pid) for pid in children.values())
+  return output
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_and_a_killed_process_resumes(tmp_path, ptbxl):
+  """tstr for a judge policy in an empty workdir, which under `mini` first trains the tiny
+  generator (train_generator's path: VAE, U-Net, export, figures) and the judge
+  (train_judge's path), under 2 processes x 2 devices and then under 1 process x 4
+  devices: the same losses, judge and metrics. Then, with the 2 x 2 run's generator and
+  judge, tstr again under 2 x 2 with one process SIGKILLed once the classifier has a
+  checkpoint: the launcher stops the other and fails, and the same command resumes (the
+  cohort and pool from their shards, the classifier from its orbax checkpoint and grain
+  state) and ends with the uninterrupted 2 x 2 run's metrics, to the last digit.
+
+  Across layouts not bit for bit: the gradient all-reduce adds the devices' partial
+  gradients in another order across processes (gloo) than within one, so from the third
+  step on the losses differ in the sixth digit, and Adam, which divides by the gradient's
+  magnitude, turns such differences on near-zero gradients into steps of up to the
+  learning rate. The classifiers therefore train here at learning rate 1e-4, where that
+  stays below what the metrics resolve; data order, crops, dropout masks, BatchNorm
+  statistics, the pool and the judge's selection are all compared as they are.
+  """
+  from ecgjax import configs
+  from ecgjax.data import pipeline
+  from ecgjax.eval import judge as judge_lib
+
+  env = _env(tmp_path)
+  flags = [*TINY, "--config.classifier.epochs=3", "--config.classifier.learning_rate=1e-4"]
+  cfg = configs.get_config("mini")
+  cfg.classifier.arch = "xresnet1d_tiny"
+  va = np.flatnonzero(ptbxl.val_mask)
+  run = lambda wd: ["experiments.tstr", f"--workdir={wd}", f"--policy={POLICY}", "--n=16", *flags]
+  results = {}
+  for name, nproc, devices in (("2x2", 2, 2), ("1x4", None, 4)):
+    wd = str(tmp_path / name)
+    proc = _launch(env, nproc, devices, *run(wd))
+    assert "training the mini generator first" in proc.stdout
+    assert "training the mini judge first" in proc.stdout
+    judge, _ = judge_lib.load(wd, cfg)
+    probs = judge.predict(np.asarray(ptbxl.signals[va]), pipeline.make_mesh(4))
+    results[name] = (_losses(wd), _metrics(wd), probs)
+    if nproc:  # both processes printed the table; process 0 alone wrote the files
+      assert proc.stdout.count(f"{POLICY}           0     16") == 2
+      assert os.path.isfile(os.path.join(wd, "generator", "ecg_comparison.png"))
+      assert not any("shared_check" in f for f in os.listdir(wd))
+  (la, ma, pa), (lb, mb, pb) = results["2x2"], results["1x4"]
+  assert [x[:2] for x in la] == [x[:2] for x in lb] and len(la) == 4
+  np.testing.assert_allclose([x[2] for x in la], [x[2] for x in lb], rtol=1e-5)
+  print("judge on fold 9: largest probability difference", np.abs(pa - pb).max())
+  np.testing.assert_allclose(pa, pb, atol=1e-5)  # measured: 6e-7
+  print("macro AUROC", ma["macro_auroc"], mb["macro_auroc"], "fold 9", ma["val_macro_auroc"],
+        mb["val_macro_auroc"])  # fmt: skip
+  _same_metrics(ma, mb, tol=1e-4)  # measured: equal to the last digit
+
+  # Killed and resumed, against the uninterrupted 2 x 2 run (same generator and judge).
+  wd = str(tmp_path / "killed")
+  os.makedirs(wd)
+  for part in ("generator", "judge"):
+    shutil.copytree(os.path.join(tmp_path / "2x2", part), os.path.join(wd, part))
+  ckpt = os.path.join(wd, "tstr", POLICY, "seed_0", "classifier")
+  cmd = ["bash", LAUNCH, "2", "2", "--", sys.executable, "-m", *run(wd)]
+  output = _kill_one_process_once(cmd, env, ckpt, tmp_path / "killed.log")
+  assert "training the mini" not in output  # the copied generator and judge were used
   assert not os.path.exists(os.path.join(wd, "tstr", POLICY, "seed_0", "metrics.json"))
   steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
-  assert steps and steps[-1] < 4, steps  # killed before the last epoch
+  assert steps and steps[-1] < 3, steps  # killed before the last epoch
   _launch(env, 2, 2, *run(wd))
   resumed = _metrics(wd)
-  _same_metrics(resumed, straight, tol=1e-6)
-  assert resumed["per_code"].keys() == straight["per_code"].keys()
-  for code, auc in straight["per_code"].items():
+  _same_metrics(resumed, ma, tol=1e-6)
+  assert resumed["per_code"].keys() == ma["per_code"].keys()
+  for code, auc in ma["per_code"].items():
     got = resumed["per_code"][code]
     assert got == auc if auc is None else got == pytest.approx(auc, abs=1e-6), code
 

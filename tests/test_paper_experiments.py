@@ -12,6 +12,10 @@ from ecgjax.errors import CheckpointError, ConfigError
 from ecgjax.eval import augment, convergence, runs, transfer, tstr
 from ecgjax.generators import latent_diffusion
 
+# One worker runs the whole module under `pytest -n 2 --dist loadgroup`, so its
+# module-scoped fixtures (and the runs they cache) are built once.
+pytestmark = pytest.mark.xdist_group("paper_experiments")
+
 
 def _cfg():
   cfg = tiny_cfg()

@@ -60,7 +60,7 @@ def test_classifier_resumes_exactly(ptbxl, tmp_path, crop):
   (xtr, ytr), (xva, yva), _ = _split(ptbxl)
   xtr, ytr = xtr[:64], ytr[:64]
   ccfg = configs.get_config("mini").classifier
-  ccfg.update(epochs=2, batch_size=32, crop=crop)
+  ccfg.update(epochs=2, batch_size=32, crop=crop, arch="xresnet1d_tiny")
   mesh = pipeline.make_mesh(1)
   kw = dict(mesh=mesh, seed=3, progress=False)
   straight = classifier.train_classifier(
@@ -79,7 +79,7 @@ def test_classifier_resumes_exactly(ptbxl, tmp_path, crop):
 
 def test_real_subset_run_writes_metrics_and_skips_on_rerun(ptbxl, tmp_path):
   cfg = configs.get_config("mini")
-  cfg.classifier.update(epochs=1, batch_size=32)
+  cfg.classifier.update(epochs=1, batch_size=32, arch="xresnet1d_tiny")
   cfg.tstr.update(n=64, n_boot=20)
   harness = tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False)
   record, skipped = harness.run("real_subset", 0)
