@@ -36,6 +36,7 @@ from ecgjax.errors import ConfigError
 from ecgjax.eval import tstr
 from ecgjax.generators import cohort
 from ecgjax.train import classifier as clf_lib
+from experiments import _memory
 
 _N = flags.DEFINE_list(
   "n", ["10000"], "Cohort sizes, comma-separated; each runs in a fresh subprocess when several."
@@ -59,24 +60,8 @@ _BYTES_PER_SAMPLE = 12 * 1000 * 4
 
 
 def _status_mb(field: str) -> float | None:
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith(field + ":"):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    pass
-  return None
-
-
-def _reset_peak() -> bool:
-  """Resets VmHWM to the current resident set (Linux >= 4.0); False when not possible."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
+  value = _memory.status().get(field)
+  return None if value is None else value / (1 << 20)
 
 
 def _peak_mb() -> float:
@@ -117,7 +102,7 @@ def run_one(n: int) -> dict:
     "read": "eager" if _EAGER.value else "lazy",
     "devices": jax.device_count(),
     "cpu_count": os.cpu_count(),
-    "peak_reset": _reset_peak(),
+    "peak_reset": _memory.reset_peak(),
     "start_rss_mb": _status_mb("VmRSS"),
   }
   try:
@@ -130,7 +115,7 @@ def run_one(n: int) -> dict:
     result["disk_bytes"] = sum(
       os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir)
     )
-    _reset_peak()
+    _memory.reset_peak()
     result["train_start_rss_mb"] = _status_mb("VmRSS")
     t0 = time.perf_counter()
     made = cohort.read_cohort(out_dir, lazy=not _EAGER.value)

@@ -42,6 +42,7 @@ import time
 from absl import flags
 
 from ecgjax import errors
+from experiments import _memory
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "PTB-XL root to measure (required).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures to this JSON file.")
@@ -60,43 +61,22 @@ flags.mark_flag_as_required("data_dir")
 _MB = 1 << 20
 
 
-def _status() -> dict[str, int]:
-  """VmRSS, VmHWM, RssAnon, RssFile of this process in bytes (Linux)."""
-  out = {}
-  with open("/proc/self/status") as f:
-    for line in f:
-      key, _, value = line.partition(":")
-      if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-        out[key] = int(value.split()[0]) * 1024
-  return out
-
-
-def _reset_peak() -> bool:
-  """Resets VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
-
-
 class _AnonPeak(threading.Thread):
   """Samples RssAnon every 5 ms: the peak of the process's own (not file-backed) memory."""
 
   def __init__(self):
     super().__init__(daemon=True)
-    self.peak = _status()["RssAnon"]
+    self.peak = _memory.status()["RssAnon"]
     self._done = threading.Event()
 
   def run(self):
     while not self._done.wait(0.005):
-      self.peak = max(self.peak, _status()["RssAnon"])
+      self.peak = max(self.peak, _memory.status()["RssAnon"])
 
   def stop(self) -> int:
     self._done.set()
     self.join()
-    return max(self.peak, _status()["RssAnon"])
+    return max(self.peak, _memory.status()["RssAnon"])
 
 
 def _draw_size() -> int:
@@ -230,15 +210,15 @@ def _prepare(stage: str, data_dir: str, cache_dir: str):
 
 def _run_stage(stage: str) -> dict:
   fn = _prepare(stage, _DATA_DIR.value, _CACHE_DIR.value)
-  before = _status()
-  reset = _reset_peak()
+  before = _memory.status()
+  reset = _memory.reset_peak()
   sampler = _AnonPeak()
   sampler.start()
   t0 = time.perf_counter()
   extra = fn()
   seconds = time.perf_counter() - t0
   anon = sampler.stop()
-  after = _status()
+  after = _memory.status()
   children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
   return {
     "stage": stage,
