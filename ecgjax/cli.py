@@ -93,7 +93,7 @@ def start() -> tuple:
   """Initialises multi-host JAX if asked or detected; returns (config, mesh).
 
   Under several processes the workdir must be storage every process sees: process 0
-  writes a marker into it and every other process must find it (`check_shared_workdir`).
+  writes a marker into it and every other process must find it (`pipeline.check_shared_directory`).
   """
   want = _FLAGS.distributed == "on" or (_FLAGS.distributed == "auto" and _launched_multihost())
   if want:

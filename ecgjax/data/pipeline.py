@@ -239,14 +239,14 @@ def check_shared_directory(path: str, what: str) -> None:
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(marker), exist_ok=True)
     atomic_write(marker, lambda f: f.write(token))
-  multihost_utils.sync_global_devices(f"ecgjax shared check {token} written")
+  barrier(f"ecgjax shared check {token} written")
   try:
     with open(marker, encoding="utf-8") as f:
       seen = f.read() == token
   except OSError:
     seen = False
   ok = _all_processes(np.bool_(seen)).reshape(-1)
-  multihost_utils.sync_global_devices(f"ecgjax shared check {token} read")
+  barrier(f"ecgjax shared check {token} read")
   if jax.process_index() == 0:
     os.remove(marker)
   if not ok.all():

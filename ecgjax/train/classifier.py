@@ -264,7 +264,8 @@ def train_classifier(
   (e.g. lead II alone), and may be any array-like with numpy row indexing, `len` and
   `shape` (a memmap, a cohort's lazily read `ShardedArray`): the statistics are
   accumulated over chunks and grain reads one row per element, so they are never
-  loaded whole and training gives the same weights as on the concatenated array. pos_weight (K,): weight of each class's positives in
+  loaded whole and training gives the same weights as on the concatenated array.
+  pos_weight (K,): weight of each class's positives in
   the loss. init_variables: start from these weights (fine-tuning a pre-trained
   classifier) instead of a fresh initialisation.
   """
