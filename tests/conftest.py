@@ -1,7 +1,13 @@
 """Test session setup: 8 fake CPU devices for sharding tests, shared fixtures."""
 
+import fcntl
+import glob
+import hashlib
+import json
 import os
 import shutil
+import tempfile
+import time
 
 # Must happen before jax initialises its backends (first jax import in this process).
 _flag = "--xla_force_host_platform_device_count=8"
@@ -56,17 +62,193 @@ def small_root(tmp_path):
 
 
 def tiny_cfg():
-  """The mini preset shrunk to a few steps, for tests; classifiers (TSTR's and the judge)
-  are xresnet1d_tiny, the same code path as XResNet1d-50 at a fraction of its step time
-  (tests of the architecture itself build it directly)."""
+  """The mini preset shrunk for tests: a few training steps, a 2-step sampler, a U-Net
+  without attention, and xresnet1d_tiny classifiers (TSTR's and the judge), the same code
+  paths at a fraction of the compile and step time (tests of the architectures themselves
+  build them directly)."""
   from ecgjax import configs
 
   cfg = configs.get_config("mini")
   cfg.classifier.arch = "xresnet1d_tiny"
+  cfg.unet.update(attention_levels=(), num_heads=1)
   cfg.train_vae.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
   cfg.train_unet.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
   cfg.sample.update(num_steps=2, batch_size=16)
   return cfg
+
+
+def trained_cfg():
+  """The config of the shared trained artefacts (`trained` below) and of the runs compared
+  with them: tiny_cfg with 9 U-Net steps of which every 3rd is kept (so step 3 survives
+  only by keep_every), and classifiers at learning rate 1e-4 for 3 epochs (see
+  test_multiprocess.py for why)."""
+  cfg = tiny_cfg()
+  cfg.train_unet.update(steps=9, keep_every=3)
+  cfg.classifier.update(epochs=3, learning_rate=1e-4)
+  cfg.tstr.update(n_boot=20)
+  return cfg
+
+
+def as_flags(cfg) -> list[str]:
+  """`--config.a.b=value` for every value of `cfg` that differs from its preset: the same
+  config for an entry point run as a subprocess."""
+  from ecgjax import configs
+
+  base = configs.get_config(cfg.preset).to_dict()
+  out = []
+  for section, values in cfg.to_dict().items():
+    if not isinstance(values, dict):
+      continue
+    for key, value in values.items():
+      if isinstance(value, dict) or base[section][key] == value:
+        continue
+      if isinstance(value, (tuple, list)):
+        value = "(" + "".join(f"{v}," for v in value) + ")"
+      out.append(f"--config.{section}.{key}={value}")
+  return out
+
+
+# Shared artefacts: each is built once for its recipe (the code, the config and the data it
+# is made from) into ARTEFACTS/<name>-<key>, whichever xdist worker or later test session
+# asks first; the others wait on a lock and reuse it. A build goes to a temporary directory
+# renamed into place when complete, and appends one line to BUILD_LOG, so a test can count
+# the builds of each. Tests copy an artefact (`workdir_from`) before writing next to it.
+ARTEFACTS = os.environ.get(
+  "ECGJAX_TEST_ARTEFACTS", os.path.join(tempfile.gettempdir(), "ecgjax-test-artefacts")
+)
+BUILD_LOG = "builds.jsonl"
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def code_version() -> str:
+  """A hash of every ecgjax source file and of this file (the recipes)."""
+  h = hashlib.blake2b(digest_size=8)
+  paths = sorted(glob.glob(os.path.join(_REPO, "ecgjax", "**", "*.py"), recursive=True))
+  for path in [*paths, os.path.abspath(__file__)]:
+    h.update(os.path.relpath(path, _REPO).encode())
+    with open(path, "rb") as f:
+      h.update(f.read())
+  return h.hexdigest()
+
+
+def artefact_key(name: str, recipe) -> str:
+  from ecgjax.fingerprints import fingerprint
+
+  return fingerprint([name, recipe, code_version()])
+
+
+def cached_artefact(name: str, recipe, build) -> str:
+  """The directory of artefact `name`, made by `build(directory)` the first time `recipe`
+  (anything JSON-able that decides its content) is asked for with this code."""
+  key = artefact_key(name, recipe)
+  final = os.path.join(ARTEFACTS, f"{name}-{key}")
+  if os.path.isdir(final):
+    return final
+  os.makedirs(ARTEFACTS, exist_ok=True)
+  with open(final + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.isdir(final):
+      tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=ARTEFACTS)
+      try:
+        build(tmp)
+        os.rename(tmp, final)
+      except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+      line = json.dumps({"artefact": name, "key": key, "pid": os.getpid(), "time": time.time()})
+      with open(os.path.join(ARTEFACTS, BUILD_LOG), "a") as log:
+        log.write(line + "\n")
+  return final
+
+
+def builds(name: str, recipe) -> int:
+  """How many times artefact `name` was built for `recipe` with this code."""
+  key = artefact_key(name, recipe)
+  try:
+    with open(os.path.join(ARTEFACTS, BUILD_LOG)) as log:
+      return sum(1 for r in map(json.loads, log) if r["artefact"] == name and r["key"] == key)
+  except FileNotFoundError:
+    return 0
+
+
+def workdir_from(dst, *artefacts) -> str:
+  """A new workdir `dst` holding a copy of each artefact's files (merged)."""
+  dst = str(dst)
+  for src in artefacts:
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+  os.makedirs(dst, exist_ok=True)
+  return dst
+
+
+def _generator_recipe(cfg, ds) -> dict:
+  from ecgjax.diffusion import generator as gen_lib
+
+  return gen_lib.generator_meta(cfg, ds.content_key)
+
+
+def random_generator(cfg, ds) -> str:
+  """A cached export of a generator with random weights for `cfg` and the data `ds`."""
+  return cached_artefact(
+    "random_generator",
+    _generator_recipe(cfg, ds),
+    lambda d: export_random_generator(cfg, ds, d),
+  )
+
+
+def random_judge(cfg) -> str:
+  """A cached export of a judge with random weights for `cfg.classifier`."""
+  from ecgjax import fingerprints
+
+  return cached_artefact(
+    "random_judge",
+    fingerprints.describe(cfg.classifier),
+    lambda d: export_random_judge(cfg, d),
+  )
+
+
+TRAINED_DEVICES = 4  # the trained artefacts' mesh: the single-process reference layout
+
+
+def trained_recipe(ds) -> dict:
+  from ecgjax import fingerprints
+
+  return {"config": fingerprints.describe(trained_cfg()), "data": ds.content_key,
+          "devices": TRAINED_DEVICES}  # fmt: skip
+
+
+def trained(ds) -> str:
+  """A workdir with the tiny generator and the judge trained on `ds` (trained_cfg) by the
+  entry points' own path (pipeline_setup: training, export, figures), on one process with
+  TRAINED_DEVICES devices."""
+
+  def build(d):
+    from ecgjax.data import pipeline
+    from ecgjax.eval import pipeline_setup
+
+    cfg, mesh = trained_cfg(), pipeline.make_mesh(TRAINED_DEVICES)
+    pipeline_setup.ensure_generator(cfg, mesh, ds, d, progress=False)
+    pipeline_setup.ensure_judge(cfg, mesh, ds, d, progress=False)
+
+  return cached_artefact("trained", trained_recipe(ds), build)
+
+
+@pytest.fixture(scope="session")
+def random_generator_dir(ptbxl):
+  """The random-weight generator of tiny_cfg on the embedded slice (read-only: copy it
+  with workdir_from before writing beside it)."""
+  return random_generator(tiny_cfg(), ptbxl)
+
+
+@pytest.fixture(scope="session")
+def random_judge_dir():
+  """The random-weight judge of tiny_cfg (read-only)."""
+  return random_judge(tiny_cfg())
+
+
+@pytest.fixture(scope="session")
+def trained_dir(ptbxl):
+  """The trained tiny generator and judge on the embedded slice (read-only)."""
+  return trained(ptbxl)
 
 
 def export_random_generator(cfg, ds, workdir):

@@ -4,10 +4,12 @@ import json
 import os
 import pathlib
 
+import numpy as np
 import pytest
-from conftest import export_random_generator, export_random_judge, tiny_cfg
+from conftest import tiny_cfg, workdir_from
+from sklearn.metrics import roc_auc_score
 
-from ecgjax import policies
+from ecgjax import metrics, policies
 from ecgjax.data import pipeline
 from ecgjax.errors import CheckpointError
 from ecgjax.eval import judge as judge_lib
@@ -21,28 +23,54 @@ pytestmark = pytest.mark.xdist_group("all_policies")
 N = 16
 
 
-@pytest.fixture(scope="module")
-def harness(ptbxl, tmp_path_factory):
+def _cfg():
   cfg = tiny_cfg()
   cfg.classifier.update(epochs=1, batch_size=N)
   cfg.tstr.update(n=N, n_boot=10)
-  workdir = str(tmp_path_factory.mktemp("all"))
-  export_random_generator(cfg, ptbxl, workdir)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def harness(ptbxl, tmp_path_factory, random_generator_dir, random_judge_dir):
   # A random-weight judge: the policies only need its outputs to be well-formed.
-  export_random_judge(cfg, workdir)
-  return tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, workdir, progress=False)
+  workdir = workdir_from(tmp_path_factory.mktemp("all"), random_generator_dir, random_judge_dir)
+  return tstr.Harness(_cfg(), pipeline.make_mesh(1), ptbxl, workdir, progress=False)
+
+
+def _capture_test_scores(monkeypatch) -> list:
+  """Records (test labels, test scores, train labels) of every metrics.summarize call."""
+  calls, summarize = [], metrics.summarize
+
+  def spy(y_test, s_test, y_val, s_val, y_train, *args, **kwargs):
+    calls.append((np.asarray(y_test), np.asarray(s_test), np.asarray(y_train)))
+    return summarize(y_test, s_test, y_val, s_val, y_train, *args, **kwargs)
+
+  monkeypatch.setattr(metrics, "summarize", spy)
+  return calls
 
 
 @pytest.mark.parametrize("policy", list(policies.POLICIES))
-def test_policy_runs_end_to_end(harness, policy):
+def test_policy_runs_end_to_end(harness, policy, monkeypatch):
+  calls = _capture_test_scores(monkeypatch)
   record, skipped = harness.run(policy, 0)
-  assert not skipped
+  assert not skipped and len(calls) == 1
   path = os.path.join(harness.workdir, "tstr", policy, "seed_0", "metrics.json")
   stored = json.loads(pathlib.Path(path).read_text())
   assert stored["policy"] == policy and stored["n_train"] == N
   expected_budget = 0 if policy == "real_subset" else policies.POOL_FACTOR.get(policy, 1) * N
   assert stored["generator_budget"] == expected_budget
-  assert 0.0 <= stored["macro_auroc"] <= 1.0 and stored["n_evaluable"] > 0
+  # The stored AUROCs against scikit-learn's on the test-fold scores the run produced: one
+  # per code with a train positive, a test positive and a test negative, and their mean.
+  y_true, y_score, y_train = calls[0]
+  cols = [
+    j
+    for j in range(y_true.shape[1])
+    if y_train[:, j].any() and 0 < y_true[:, j].sum() < len(y_true)
+  ]
+  assert stored["n_evaluable"] == len(cols) > 0
+  expected = {stored["codes"][j]: roc_auc_score(y_true[:, j], y_score[:, j]) for j in cols}
+  assert stored["per_code"] == pytest.approx(expected, abs=1e-6)
+  assert stored["macro_auroc"] == pytest.approx(np.mean(list(expected.values())), abs=1e-6)
   if policy in ("rare_boost", "rare_oversample_3x"):  # the rebalancing diagnostics travel along
     rep = stored["policy_report"]
     assert 1 < rep["effective_sample_size"] <= harness.table.num_rows
@@ -52,8 +80,9 @@ def test_policy_runs_end_to_end(harness, policy):
 
 
 def test_report_over_all_policies(harness):
+  # Stands alone: runs whatever the parametrised test has not run yet (skipped otherwise).
   for policy in policies.POLICIES:
-    harness.run(policy, 0)  # finished above: skipped
+    harness.run(policy, 0)
   out = os.path.join(harness.workdir, "report")
   report.make_report(harness.workdir)
   df = table1.table1(runs_lib.collect(harness.workdir, tstr.TSTR))

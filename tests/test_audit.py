@@ -12,7 +12,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import export_random_judge, tiny_cfg
+from conftest import tiny_cfg
 
 from ecgjax.data import pipeline
 from ecgjax.eval import audit, report
@@ -24,11 +24,8 @@ pytest.importorskip("neurokit2")
 
 
 @pytest.fixture(scope="module")
-def judge(tmp_path_factory):
-  cfg = tiny_cfg()
-  wd = str(tmp_path_factory.mktemp("judge"))
-  export_random_judge(cfg, wd)
-  return judge_lib.load(wd, cfg)[0]
+def judge(random_judge_dir):
+  return judge_lib.load(random_judge_dir, tiny_cfg())[0]
 
 
 def test_embedding_is_the_penultimate_layer(judge, ptbxl):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import export_random_generator, tiny_cfg
+from conftest import TRAINED_DEVICES, tiny_cfg, trained_cfg, workdir_from
 
 from ecgjax.data import pipeline
 from ecgjax.diffusion import generator as gen_lib
@@ -35,7 +35,7 @@ def test_one_unet_step_on_8_devices_equals_one_device():
   tx = adamw(1e-3, 1e-4)
   z = jnp.zeros((1, 4, 128))
   params = jax.device_get(
-    gen.unet.init(
+    jax.jit(gen.unet.init)(  # jitted: an eager init compiles op by op
       jax.random.PRNGKey(0),
       z,
       jnp.zeros((1,), jnp.int32),
@@ -67,40 +67,43 @@ def test_one_unet_step_on_8_devices_equals_one_device():
   )
 
 
-def test_training_resumes_exactly(ptbxl, tmp_path):
-  cfg = tiny_cfg()
-  mesh = pipeline.make_mesh(1)
-  straight, *_ = train_lib.train_vae(cfg, ptbxl, str(tmp_path / "a"), mesh, progress=False)
+def test_training_resumes_exactly(ptbxl, tmp_path, trained_dir):
+  """Both stages interrupted after 3 steps and resumed end with the weights of the
+  uninterrupted run: the shared trained artefact, made by the same code on the same
+  mesh (its U-Net stage ran 9 steps, keeping every 3rd checkpoint)."""
+  cfg = trained_cfg()
+  mesh = pipeline.make_mesh(TRAINED_DEVICES)
+  straight = latent_diffusion.load_model(trained_dir, cfg, ptbxl.content_key).params
   # Interrupted after 3 of 6 steps (a checkpoint at 3), then the same call again resumes.
   _, _, _, step = train_lib.train_vae(
     cfg, ptbxl, str(tmp_path / "b"), mesh, stop_after=3, progress=False
   )
   assert int(step) == 3
-  resumed, *_ = train_lib.train_vae(cfg, ptbxl, str(tmp_path / "b"), mesh, progress=False)
-  _leaves_equal(straight, resumed)
+  resumed, mean, std, _ = train_lib.train_vae(cfg, ptbxl, str(tmp_path / "b"), mesh, progress=False)
+  _leaves_equal(straight["vae"], resumed)
+  np.testing.assert_array_equal(straight["signal_mean"], mean)
   # Same for the U-Net stage (EMA weights, optimiser state and data iterator).
-  mean, std = ptbxl.signal_stats()
-  u_straight, scale_a, _ = train_lib.train_unet(
-    cfg, ptbxl, str(tmp_path / "a"), mesh, straight, mean, std, progress=False
-  )
   train_lib.train_unet(
     cfg, ptbxl, str(tmp_path / "b"), mesh, resumed, mean, std, stop_after=3, progress=False
   )
   u_resumed, scale_b, step = train_lib.train_unet(
     cfg, ptbxl, str(tmp_path / "b"), mesh, resumed, mean, std, progress=False
   )
-  assert int(step) == 6 and scale_a == scale_b
-  _leaves_equal(u_straight, u_resumed)
-  records = loop.read_metrics(str(tmp_path / "a" / "generator" / "metrics.jsonl"))
+  assert int(step) == 9 and np.float32(scale_b) == straight["latent_scale"]
+  _leaves_equal(straight["unet"], u_resumed)
+  records = loop.read_metrics(os.path.join(trained_dir, "generator", "metrics.jsonl"))
   assert {r["stage"] for r in records} == {"vae", "unet"} and all(
     np.isfinite(r["loss"]) for r in records
   )
+  # The resumed run logged the same losses at the same steps as the straight one.
+  resumed_log = loop.read_metrics(str(tmp_path / "b" / "generator" / "metrics.jsonl"))
+  key = lambda rs: sorted((r["stage"], r["step"], r["loss"]) for r in rs)
+  assert key(resumed_log) == key(records)
 
 
 @pytest.fixture(scope="module")
-def exported(ptbxl, tmp_path_factory):
-  cfg = tiny_cfg()
-  return cfg, export_random_generator(cfg, ptbxl, str(tmp_path_factory.mktemp("gen")))
+def exported(tmp_path_factory, random_generator_dir):
+  return tiny_cfg(), workdir_from(tmp_path_factory.mktemp("gen"), random_generator_dir)
 
 
 def test_interrupted_generation_resumes_to_the_same_cohort(exported, ptbxl, tmp_path):

@@ -1,15 +1,17 @@
 """The generator interface end to end: every generated policy with either generator kind,
 the simulator through TSTR, and paper 002's Syn-to-Real protocol at a tiny size."""
 
+import dataclasses
 import json
 import os
 import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
-from conftest import export_random_generator, export_random_judge, tiny_cfg
+from conftest import tiny_cfg, workdir_from
 from sklearn.metrics import average_precision_score, f1_score
 
 from ecgjax import generators, policies
@@ -23,17 +25,27 @@ N = 8
 GENERATED = [p for p in policies.names() if policies.get(p).source != policies.REAL]
 
 
+# Each generated policy's draw with one generator kind, the kinds alternating down the
+# registry's order, so that each kind makes cohorts of every policy source (tuples and judge
+# pools): the draw is the policy's, the rendering the generator's, and neither depends on
+# the other (one cohort per policy instead of one per policy and kind).
+KINDS = generators.names()
+CASES = [(p, KINDS[i % len(KINDS)]) for i, p in enumerate(GENERATED)]
+
+
+def test_the_cases_cover_every_kind_and_policy_source():
+  for kind in KINDS:
+    sources = {policies.get(p).source for p, k in CASES if k == kind}
+    assert sources == {policies.get(p).source for p in GENERATED}, kind
+  assert sorted(p for p, _ in CASES) == sorted(GENERATED)
+
+
 @pytest.fixture(scope="module")
-def workdir(ptbxl, tmp_path_factory):
-  cfg = tiny_cfg()
-  w = str(tmp_path_factory.mktemp("gens"))
-  export_random_generator(cfg, ptbxl, w)
-  export_random_judge(cfg, w)
-  return w
+def workdir(tmp_path_factory, random_generator_dir, random_judge_dir):
+  return workdir_from(tmp_path_factory.mktemp("gens"), random_generator_dir, random_judge_dir)
 
 
-@pytest.mark.parametrize("kind", generators.names())
-@pytest.mark.parametrize("policy", GENERATED)
+@pytest.mark.parametrize(("policy", "kind"), CASES)
 def test_generate_every_generated_policy_with_either_kind(workdir, ptbxl, tmp_path, kind, policy):
   cfg = tiny_cfg()
   cfg.generator.kind = kind
@@ -90,12 +102,58 @@ def test_simulator_tstr_trains_and_scores_on_its_codes(ptbxl, tmp_path):
   assert not (tmp_path / "tstr").exists()  # the default generator's root is untouched
 
 
-def test_simulated_vs_real_figure(ptbxl, tmp_path):
+def test_simulated_vs_real_figure(ptbxl, tmp_path, monkeypatch):
+  """The figure shows, per class the simulator renders (and NORM), the first real record
+  with that class and none of the others beside the simulator's ECG for its conditioning:
+  checked on the plotted arrays themselves."""
+  import matplotlib.figure
+
+  figures, savefig = [], matplotlib.figure.Figure.savefig
+  monkeypatch.setattr(
+    matplotlib.figure.Figure,
+    "savefig",
+    lambda fig, *a, **k: figures.append(fig) or savefig(fig, *a, **k),
+  )
   cfg = tiny_cfg()
   path = generate_main.simulated_vs_real(
     cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path / "sim.png")
   )
-  assert os.path.getsize(path) > 10_000
+  assert os.path.getsize(path) > 10_000 and len(figures) == 1
+  names = ("NORM",) + simulator.CLASSES
+  codes = list(ptbxl.codes)
+  others = lambda name: [codes.index(c) for c in simulator.CLASSES if c != name]
+  rows = {
+    name: np.flatnonzero(ptbxl.labels[:, codes.index(name)] & ~ptbxl.labels[:, others(name)].any(1))
+    for name in names
+  }
+  # A class with no such record (WPW in the embedded slice) gets an empty real panel and
+  # a simulated ECG of its label alone with the first train record's demographics.
+  first_train = np.flatnonzero(ptbxl.train_mask)[0]
+  real, cond, missing = [], [], 0
+  for name in names:
+    if len(rows[name]):
+      real.append(np.asarray(ptbxl.signals[rows[name][0]]))
+      cond.append(ptbxl.cond[rows[name][0]])
+    else:
+      missing += 1
+      real.append(np.full((12, 1000), np.nan))
+      c = np.array(ptbxl.cond[first_train], np.float32)
+      c[: len(codes)] = 0
+      c[codes.index(name)] = 1
+      cond.append(c)
+  assert 0 < missing < len(names)  # both kinds of panel are checked
+  sim = simulator.load(cfg, ptbxl).generate(
+    np.stack(cond), jax.random.PRNGKey(0), mesh=pipeline.make_mesh(1)
+  )
+  axes = np.asarray(figures[0].axes).reshape(12, 2 * len(names))  # leads x (real | simulated)
+  for j, name in enumerate(names):
+    about = f"ecg_id {ptbxl.ecg_id[rows[name][0]]}" if len(rows[name]) else "no real record"
+    assert axes[0, 2 * j].get_title().startswith(f"real: {name} ({about}")
+    assert axes[0, 2 * j + 1].get_title().startswith(f"simulated: {name}")
+    for lead in range(12):
+      (r,), (f,) = axes[lead, 2 * j].lines, axes[lead, 2 * j + 1].lines
+      np.testing.assert_allclose(r.get_ydata(), real[j][lead], atol=1e-6)
+      np.testing.assert_allclose(f.get_ydata(), sim[j, lead], atol=1e-5)
 
 
 def test_syn2real_scores_match_sklearn():
@@ -135,11 +193,20 @@ def test_syn2real_protocol_at_a_tiny_size(ptbxl, tmp_path):
   assert syn["n_train"] == 16 and real["n_train_pos"] == synreal["n_train_pos"] == 2
   assert real["n_train"] == counts.loc["AFIB", "train_neg"] + 2
   assert real["test"]["n_pos"] == counts.loc["AFIB", "test_pos"]
-  # A rerun skips finished runs; a class without train positives is recorded, not faked.
+  # A rerun skips finished runs.
   assert exp.run("II", "AFIB", "real", 0, 2)[1]
-  if counts.loc["WPW", "train_pos"] == 0:
-    wpw, _ = exp.run("II", "WPW", "real", 0, "all")
-    assert wpw["test"]["f1"] is None and "no real positive" in wpw["note"]
+  # A class without train positives is recorded, not faked: the case built by removing
+  # WPW from every train record of a copy of the data.
+  wpw = list(ptbxl.codes).index("WPW")
+  labels = ptbxl.labels.copy()
+  labels[ptbxl.train_mask, wpw] = False
+  no_wpw = syn2real.Syn2Real(
+    cfg, pipeline.make_mesh(1), dataclasses.replace(ptbxl, labels=labels), str(tmp_path / "nw"),
+    progress=False,
+  )  # fmt: skip
+  assert no_wpw.counts().set_index("class").loc["WPW", "train_pos"] == 0
+  record, skipped = no_wpw.run("II", "WPW", "real", 0, "all")
+  assert not skipped and record["test"]["f1"] is None and "no real positive" in record["note"]
   written = syn2real.write_report(
     syn2real.collect(exp.root), exp.counts(), [2, "all"], str(tmp_path / "r")
   )

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from conftest import export_random_generator, tiny_cfg
+from conftest import tiny_cfg
 
 from ecgjax.data import pipeline
 from ecgjax.data.signals import (
@@ -55,9 +55,9 @@ def test_residuals_on_real_records_and_on_noise(ptbxl):
   assert r["einthoven"][0] == pytest.approx(1 / (5 / 6)) and r["avr"][0] == 0
 
 
-def test_generator_option_projects_its_output(ptbxl, tmp_path):
+def test_generator_option_projects_its_output(ptbxl, random_generator_dir):
   cfg = tiny_cfg()
-  workdir = export_random_generator(cfg, ptbxl, str(tmp_path))
+  workdir = random_generator_dir
   mesh = pipeline.make_mesh(1)
   cond = ptbxl.cond[:4]
   out = {}

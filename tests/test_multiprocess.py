@@ -12,26 +12,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_ptbxl_root
+from conftest import TRAINED_DEVICES, as_flags, make_ptbxl_root, trained_cfg, workdir_from
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "launch", "multiprocess.sh")
 
-# The tiny sizes of conftest.tiny_cfg, as flags, plus a tiny classifier (judge and TSTR).
-TINY = [
-  "--config.train_vae.steps=6",
-  "--config.train_vae.batch_size=16",
-  "--config.train_vae.checkpoint_every=3",
-  "--config.train_vae.log_every=3",
-  "--config.train_unet.steps=6",
-  "--config.train_unet.batch_size=16",
-  "--config.train_unet.checkpoint_every=3",
-  "--config.train_unet.log_every=3",
-  "--config.sample.num_steps=2",
-  "--config.sample.batch_size=16",
-  "--config.classifier.arch=xresnet1d_tiny",
-  "--config.tstr.n_boot=20",
-]
 POLICY = "qfilter_matched"  # judge-driven: a generated pool of 2n, scored by the judge
 
 
@@ -162,49 +147,54 @@ def _kill_one_process_once(cmd, env, ckpt, log_path) -> str:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_a_killed_process_resumes(tmp_path, ptbxl):
+def test_two_processes_match_one_process_and_a_killed_process_resumes(tmp_path, ptbxl, trained_dir):
   """tstr for a judge policy in an empty workdir, which under `mini` first trains the tiny
   generator (train_generator's path: VAE, U-Net, export, figures) and the judge
-  (train_judge's path), under 2 processes x 2 devices and then under 1 process x 4
-  devices: the same losses, judge and metrics. Then, with the 2 x 2 run's generator and
-  judge, tstr again under 2 x 2 with one process SIGKILLed once the classifier has a
-  checkpoint: the launcher stops the other and fails, and the same command resumes (the
-  cohort and pool from their shards, the classifier from its orbax checkpoint and grain
-  state) and ends with the uninterrupted 2 x 2 run's metrics, to the last digit.
+  (train_judge's path), under 2 processes x 2 devices, against the same on one process
+  with 4 devices: the shared trained artefact (conftest.trained: the same config, the same
+  pipeline_setup path on a 4-device mesh) and the TSTR harness on that mesh. The same
+  losses, judge and metrics. Then, with the 2 x 2 run's generator and judge, tstr again
+  under 2 x 2 with one process SIGKILLed once the classifier has a checkpoint: the launcher
+  stops the other and fails, and the same command resumes (the cohort and pool from their
+  shards, the classifier from its orbax checkpoint and grain state) and ends with the
+  uninterrupted 2 x 2 run's metrics, to the last digit.
 
   Across layouts not bit for bit: the gradient all-reduce adds the devices' partial
   gradients in another order across processes (gloo) than within one, so from the third
   step on the losses differ in the sixth digit, and Adam, which divides by the gradient's
   magnitude, turns such differences on near-zero gradients into steps of up to the
-  learning rate. The classifiers therefore train here at learning rate 1e-4, where that
-  stays below what the metrics resolve; data order, crops, dropout masks, BatchNorm
-  statistics, the pool and the judge's selection are all compared as they are.
+  learning rate. The classifiers therefore train here at learning rate 1e-4
+  (conftest.trained_cfg), where that stays below what the metrics resolve; data order,
+  crops, dropout masks, BatchNorm statistics, the pool and the judge's selection are all
+  compared as they are.
   """
-  from ecgjax import configs
   from ecgjax.data import pipeline
   from ecgjax.eval import judge as judge_lib
+  from ecgjax.eval import tstr
 
   env = _env(tmp_path)
-  flags = [*TINY, "--config.classifier.epochs=3", "--config.classifier.learning_rate=1e-4"]
-  cfg = configs.get_config("mini")
-  cfg.classifier.arch = "xresnet1d_tiny"
+  cfg = trained_cfg()
+  flags = as_flags(cfg)
+  mesh = pipeline.make_mesh(TRAINED_DEVICES)
   va = np.flatnonzero(ptbxl.val_mask)
   run = lambda wd: ["experiments.tstr", f"--workdir={wd}", f"--policy={POLICY}", "--n=16", *flags]
+  wd = str(tmp_path / "2x2")
+  proc = _launch(env, 2, 2, *run(wd))
+  assert "training the mini generator first" in proc.stdout
+  assert "training the mini judge first" in proc.stdout
+  # Both processes printed the table; process 0 alone wrote the files.
+  assert proc.stdout.count(f"{POLICY}           0     16") == 2
+  assert os.path.isfile(os.path.join(wd, "generator", "ecg_comparison.png"))
+  assert not any("shared_check" in f for f in os.listdir(wd))
+  ref = workdir_from(tmp_path / "1x4", trained_dir)
+  mb, skipped = tstr.Harness(cfg, mesh, ptbxl, ref, progress=False).run(POLICY, 0, n=16)
+  assert not skipped
   results = {}
-  for name, nproc, devices in (("2x2", 2, 2), ("1x4", None, 4)):
-    wd = str(tmp_path / name)
-    proc = _launch(env, nproc, devices, *run(wd))
-    assert "training the mini generator first" in proc.stdout
-    assert "training the mini judge first" in proc.stdout
-    judge, _ = judge_lib.load(wd, cfg)
-    probs = judge.predict(np.asarray(ptbxl.signals[va]), pipeline.make_mesh(4))
-    results[name] = (_losses(wd), _metrics(wd), probs)
-    if nproc:  # both processes printed the table; process 0 alone wrote the files
-      assert proc.stdout.count(f"{POLICY}           0     16") == 2
-      assert os.path.isfile(os.path.join(wd, "generator", "ecg_comparison.png"))
-      assert not any("shared_check" in f for f in os.listdir(wd))
+  for name, workdir, metrics in (("2x2", wd, _metrics(wd)), ("1x4", ref, mb)):
+    judge, _ = judge_lib.load(workdir, cfg)
+    results[name] = (_losses(workdir), metrics, judge.predict(np.asarray(ptbxl.signals[va]), mesh))
   (la, ma, pa), (lb, mb, pb) = results["2x2"], results["1x4"]
-  assert [x[:2] for x in la] == [x[:2] for x in lb] and len(la) == 4
+  assert [x[:2] for x in la] == [x[:2] for x in lb] and len(la) == 2 + 3
   np.testing.assert_allclose([x[2] for x in la], [x[2] for x in lb], rtol=1e-5)
   print("judge on fold 9: largest probability difference", np.abs(pa - pb).max())
   np.testing.assert_allclose(pa, pb, atol=1e-5)  # measured: 6e-7

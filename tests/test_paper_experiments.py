@@ -5,7 +5,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import export_random_generator, make_ptbxl_root, tiny_cfg
+from conftest import make_ptbxl_root, random_generator, tiny_cfg, workdir_from
 
 from ecgjax.data import load_ptbxl, pipeline
 from ecgjax.errors import CheckpointError, ConfigError
@@ -38,8 +38,7 @@ def small(ptbxl, tmp_path_factory):
 @pytest.fixture(scope="module")
 def harness(small, tmp_path_factory):
   cfg = _cfg()
-  wd = str(tmp_path_factory.mktemp("papers"))
-  export_random_generator(cfg, small, wd)
+  wd = workdir_from(tmp_path_factory.mktemp("papers"), random_generator(cfg, small))
   return tstr.Harness(cfg, pipeline.make_mesh(1), small, wd, progress=False)
 
 

@@ -40,9 +40,12 @@ def _split(ds):
 
 
 def test_classifier_learns_on_real_records(ptbxl):
+  """The trainer learns: real train folds -> a fold-10 macro AUROC well above chance. The
+  architecture is not what is tested (test_xresnet1d.py checks XResNet1d-50 against its
+  PyTorch twin), so xresnet1d_tiny, the same trainer at a fraction of the step time."""
   (xtr, ytr), (xva, yva), (xte, yte) = _split(ptbxl)
   ccfg = configs.get_config("mini").classifier
-  ccfg.epochs = 8
+  ccfg.update(epochs=8, arch="xresnet1d_tiny")
   clf = classifier.train_classifier(
     ccfg, xtr, ytr, xva, yva, mesh=pipeline.make_mesh(1), ckpt_dir=None, seed=0, progress=False
   )
