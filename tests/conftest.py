@@ -137,18 +137,19 @@ def artefact_key(name: str, recipe) -> str:
   return fingerprint([name, recipe, code_version()])
 
 
-def cached_artefact(name: str, recipe, build) -> str:
+def cached_artefact(name: str, recipe, build, root: str | None = None) -> str:
   """The directory of artefact `name`, made by `build(directory)` the first time `recipe`
   (anything JSON-able that decides its content) is asked for with this code."""
+  root = root or ARTEFACTS
   key = artefact_key(name, recipe)
-  final = os.path.join(ARTEFACTS, f"{name}-{key}")
+  final = os.path.join(root, f"{name}-{key}")
   if os.path.isdir(final):
     return final
-  os.makedirs(ARTEFACTS, exist_ok=True)
+  os.makedirs(root, exist_ok=True)
   with open(final + ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not os.path.isdir(final):
-      tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=ARTEFACTS)
+      tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
       try:
         build(tmp)
         os.rename(tmp, final)
@@ -156,16 +157,16 @@ def cached_artefact(name: str, recipe, build) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
       line = json.dumps({"artefact": name, "key": key, "pid": os.getpid(), "time": time.time()})
-      with open(os.path.join(ARTEFACTS, BUILD_LOG), "a") as log:
+      with open(os.path.join(root, BUILD_LOG), "a") as log:
         log.write(line + "\n")
   return final
 
 
-def builds(name: str, recipe) -> int:
+def builds(name: str, recipe, root: str | None = None) -> int:
   """How many times artefact `name` was built for `recipe` with this code."""
   key = artefact_key(name, recipe)
   try:
-    with open(os.path.join(ARTEFACTS, BUILD_LOG)) as log:
+    with open(os.path.join(root or ARTEFACTS, BUILD_LOG)) as log:
       return sum(1 for r in map(json.loads, log) if r["artefact"] == name and r["key"] == key)
   except FileNotFoundError:
     return 0
