@@ -15,6 +15,7 @@ import pytest
 from conftest import tiny_cfg
 
 from ecgjax.data import pipeline
+from ecgjax.data.signals import limb_residuals
 from ecgjax.eval import audit, report
 from ecgjax.eval import judge as judge_lib
 from ecgjax.generators import simulator
@@ -64,9 +65,10 @@ def test_audit_of_copies_and_of_independent_records(judge, ptbxl, tmp_path):
   )
   sim = simulator.load(cfg, ptbxl)
   cond = ptbxl.cond[train[:48]]
+  simulated_signals = sim.generate(cond, jax.random.PRNGKey(0), mesh=mesh)
   simulated = a.run(
     "simulated",
-    sim.generate(cond, jax.random.PRNGKey(0), mesh=mesh),
+    simulated_signals,
     ptbxl.labels[train[:48]],
     about={"source": "simulator"},
   )
@@ -91,6 +93,23 @@ def test_audit_of_copies_and_of_independent_records(judge, ptbxl, tmp_path):
   assert stored["embedding"][audit.SYNTHETIC]["detection_auroc"] == pytest.approx(
     simulated["embedding"][audit.SYNTHETIC]["detection_auroc"]
   )
+  # The stored figures against numpy on the records they describe: the cohort's random
+  # subset of 40 (numpy's generator seeded with audit.seed, drawn first) and fold 10.
+  test_x = np.asarray(ptbxl.signals[np.flatnonzero(ptbxl.test_mask)], np.float64)
+  assert stored["n_target"] == len(test_x) and stored["n_train_records"] == len(train)
+  sim_x = np.asarray(simulated_signals, np.float64)
+  pick = np.sort(np.random.default_rng(cfg.audit.seed).choice(48, size=40, replace=False))
+  ratio = sim_x[pick].std(axis=(0, 2)) / test_x.std(axis=(0, 2))
+  assert list(stored["amplitude"][audit.SYNTHETIC]["per_lead"].values()) == pytest.approx(
+    ratio, rel=1e-4
+  )
+  assert stored["amplitude"][audit.SYNTHETIC]["std_ratio_mean"] == pytest.approx(
+    ratio.mean(), rel=1e-4
+  )
+  for name, r in limb_residuals(test_x).items():
+    assert stored["lead_residuals"][audit.TARGET][name]["median"] == pytest.approx(
+      np.median(r), rel=1e-4, abs=1e-9
+    ), name
   with open(os.path.join(out, "audit.md")) as f:
     md = f.read()
   for heading in ("Lead consistency", "Amplitude", "judge's embedding", "Clinical", "Privacy"):

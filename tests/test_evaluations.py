@@ -87,10 +87,16 @@ def test_a_new_evaluation_is_one_module_and_one_registry_entry(tmp_path, monkeyp
 
 
 def test_empty_workdir_is_an_error_naming_the_layouts(tmp_path):
-  with pytest.raises(ConfigError) as e:
-    report.make_report(str(tmp_path))
+  """A workdir without runs (here with an empty tstr/ in it) is an error naming it and every
+  evaluation's layout, and no report directory is left behind."""
+  empty = tmp_path / "empty"
+  os.makedirs(empty / "tstr")
+  with pytest.raises(ConfigError, match="tstr/.../metrics.json") as e:
+    report.make_report(str(empty))
+  assert f"no runs in {empty}:" in str(e.value)
   for name in registry.EVALUATIONS:
-    assert os.path.join(str(tmp_path), name) in str(e.value)
+    assert os.path.join(str(empty), name) in str(e.value)
+  assert not os.path.exists(empty / "report")
 
 
 def _write(root, evaluation, record, **keys):
