@@ -65,8 +65,10 @@ def get_config(preset: str = "mini") -> ConfigDict:
       ema_decay=0.999 if paper else 0.99,
       log_every=200 if paper else 100,
       checkpoint_every=5000 if paper else 500,
-      # > 0: keep every multiple of it as well (a convergence study's checkpoints).
-      keep_every=0,
+      # > 0: keep every multiple of it as well (a convergence study's checkpoints). Under
+      # mini the main generator keeps the convergence study's steps, so the study reads
+      # its checkpoints instead of training a second generator.
+      keep_every=0 if paper else 500,
       seed=1,
     )
   )
@@ -100,12 +102,16 @@ def get_config(preset: str = "mini") -> ConfigDict:
     )
   )
   # Paper 002's Syn->Real experiments (docs/design.md §9; experiments/syn2real.py).
+  # mini: the two classes with real train positives in the embedded slice (AFIB 6, PVC 7;
+  # AFLT and WPW have none, so only their syn regime could run), lead II, caps 5 and all
+  # (the others equal `all` there): 10 classifier runs per seed instead of 64.
   c.syn2real = ConfigDict(
     dict(
-      classes="AFIB,AFLT,PVC,WPW",  # each against NORM
-      leads="II,12",  # lead II alone (the paper's setting), then all 12 leads
+      classes="AFIB,AFLT,PVC,WPW" if paper else "AFIB,PVC",  # each against NORM
+      # lead II alone (the paper's setting), then all 12 leads
+      leads="II,12" if paper else "II",
       n_syn=10_000 if paper else 256,  # simulated training recordings, half positive
-      caps="5,10,20,50,all",  # the reduced-positives sweep's real positive counts
+      caps="5,10,20,50,all" if paper else "5,all",  # the reduced-positives sweep's counts
     )
   )
   # Augmentation with synthetic positives (paper 003 Table III; ecgjax/eval/augment.py).
@@ -113,9 +119,11 @@ def get_config(preset: str = "mini") -> ConfigDict:
   # Mixtures and synthetic pre-training (paper 001; ecgjax/eval/transfer.py).
   c.transfer = ConfigDict(
     dict(
-      ratios="0.5,1,2",  # mix_<r>: all real train records + r x as many synthetic ones
+      # mix_<r>: all real train records + r x as many synthetic ones
+      ratios="0.5,1,2" if paper else "1",
       fractions="0.25,1" if not paper else "0.1,0.25,0.5,1",  # real subsets, scratch/finetune
-      n_synthetic=0,  # the synthetic-only / pre-training cohort; 0: tstr.n
+      # the synthetic-only / pre-training cohort; 0: tstr.n
+      n_synthetic=0 if paper else 512,
     )
   )
   # Generator convergence (paper 003 Table IV; ecgjax/eval/convergence.py): TSTR with the
@@ -124,7 +132,7 @@ def get_config(preset: str = "mini") -> ConfigDict:
     dict(
       steps="10000,25000,50000,100000" if paper else "500,1000,1500,2000",
       keep_every=5000 if paper else 500,
-      n=0,  # cohort size per step; 0: tstr.n
+      n=0 if paper else 512,  # cohort size per step; 0: tstr.n
     )
   )
   # The fidelity and privacy audit (ecgjax/eval/audit.py; experiments/audit.py).

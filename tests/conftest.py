@@ -72,7 +72,7 @@ def tiny_cfg():
   cfg.classifier.arch = "xresnet1d_tiny"
   cfg.unet.update(attention_levels=(), num_heads=1)
   cfg.train_vae.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
-  cfg.train_unet.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3)
+  cfg.train_unet.update(steps=6, batch_size=16, checkpoint_every=3, log_every=3, keep_every=0)
   cfg.sample.update(num_steps=2, batch_size=16)
   return cfg
 

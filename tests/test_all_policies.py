@@ -37,22 +37,29 @@ def harness(ptbxl, tmp_path_factory, random_generator_dir, random_judge_dir):
   return tstr.Harness(_cfg(), pipeline.make_mesh(1), ptbxl, workdir, progress=False)
 
 
-def _capture_test_scores(monkeypatch) -> list:
-  """Records (test labels, test scores, train labels) of every metrics.summarize call."""
-  calls, summarize = [], metrics.summarize
+@pytest.fixture(scope="module")
+def finished(harness):
+  """Every policy's TSTR run, each made once for the module whichever test asks first:
+  {policy: (record, skipped, [(test labels, test scores, train labels) of each
+  metrics.summarize call during the run])}."""
+  out, calls, summarize = {}, [], metrics.summarize
 
   def spy(y_test, s_test, y_val, s_val, y_train, *args, **kwargs):
     calls.append((np.asarray(y_test), np.asarray(s_test), np.asarray(y_train)))
     return summarize(y_test, s_test, y_val, s_val, y_train, *args, **kwargs)
 
-  monkeypatch.setattr(metrics, "summarize", spy)
-  return calls
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(metrics, "summarize", spy)
+    for policy in policies.POLICIES:
+      calls.clear()
+      record, skipped = harness.run(policy, 0)
+      out[policy] = (record, skipped, list(calls))
+  return out
 
 
 @pytest.mark.parametrize("policy", list(policies.POLICIES))
-def test_policy_runs_end_to_end(harness, policy, monkeypatch):
-  calls = _capture_test_scores(monkeypatch)
-  record, skipped = harness.run(policy, 0)
+def test_policy_runs_end_to_end(harness, finished, policy):
+  record, skipped, calls = finished[policy]
   assert not skipped and len(calls) == 1
   path = os.path.join(harness.workdir, "tstr", policy, "seed_0", "metrics.json")
   stored = json.loads(pathlib.Path(path).read_text())
@@ -79,10 +86,9 @@ def test_policy_runs_end_to_end(harness, policy, monkeypatch):
     assert "policy_report" not in stored
 
 
-def test_report_over_all_policies(harness):
-  # Stands alone: runs whatever the parametrised test has not run yet (skipped otherwise).
-  for policy in policies.POLICIES:
-    harness.run(policy, 0)
+def test_report_over_all_policies(harness, finished):
+  # Stands alone: `finished` makes every policy's run whatever ran before.
+  assert sorted(finished) == sorted(policies.POLICIES)
   out = os.path.join(harness.workdir, "report")
   report.make_report(harness.workdir)
   df = table1.table1(runs_lib.collect(harness.workdir, tstr.TSTR))

@@ -11,6 +11,7 @@ per-sample keys to (B, 12, 1000) signals in mV: DDIM with CFG in latent space
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -201,11 +202,18 @@ def build(cfg) -> Generator:
 
 def param_template(gen: Generator) -> dict:
   """Abstract shapes of the exported parameters (no compute)."""
+  return _param_template(gen.vae, gen.unet)
+
+
+@functools.lru_cache(maxsize=16)
+def _param_template(vae: VAE, unet: UNet) -> dict:
+  # Cached per (VAE, U-Net) definition (flax modules hash by their fields): tracing both
+  # inits takes a second or more, and every load of a generator needs the template.
   x = jnp.zeros((1, 12, 1000), jnp.float32)
   z = jnp.zeros((1,) + LATENT_SHAPE, jnp.float32)
-  vae = jax.eval_shape(lambda: gen.vae.init(jax.random.PRNGKey(0), x))
-  unet = jax.eval_shape(
-    lambda: gen.unet.init(
+  vae_shapes = jax.eval_shape(lambda: vae.init(jax.random.PRNGKey(0), x))
+  unet_shapes = jax.eval_shape(
+    lambda: unet.init(
       jax.random.PRNGKey(0),
       z,
       jnp.zeros((1,), jnp.int32),
@@ -215,8 +223,8 @@ def param_template(gen: Generator) -> dict:
   )
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
   return {
-    "vae": vae,
-    "unet": unet,
+    "vae": vae_shapes,
+    "unet": unet_shapes,
     "latent_scale": f32(),
     "signal_mean": f32(12),
     "signal_std": f32(12),

@@ -80,7 +80,8 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
   lr = _schedule(tcfg)
   tx = adamw(lr, tcfg.weight_decay)
   key = jax.random.PRNGKey(tcfg.seed)
-  params = vae.init(key, jnp.zeros((1, 12, 1000)))
+  # Jitted: an eager init dispatches (and compiles) every op on its own, seconds per call.
+  params = jax.jit(vae.init)(key, jnp.zeros((1, 12, 1000)))
   state = TrainState.create(params, tx)
   train = np.flatnonzero(ds.train_mask)
   data = iter(
@@ -141,7 +142,7 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
   lr = _schedule(tcfg)
   tx = adamw(lr, tcfg.weight_decay)
   key = jax.random.PRNGKey(tcfg.seed)
-  params = unet.init(
+  params = jax.jit(unet.init)(
     key,
     jnp.zeros((1,) + gen_lib.LATENT_SHAPE),
     jnp.zeros((1,), jnp.int32),
