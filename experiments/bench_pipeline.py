@@ -25,6 +25,9 @@ from ecgjax import errors
 
 _DIR = flags.DEFINE_string("dir", None, "Scratch directory the commands run in.", required=True)
 _KEEP = flags.DEFINE_bool("keep", False, "Keep what --dir holds (else it starts empty).")
+_FROM = flags.DEFINE_integer(
+  "from_step", 1, "Start at this command (1-based), keeping --dir (the earlier ones ran)."
+)
 _LIMIT = flags.DEFINE_float("limit_s", 600.0, "Commands slower than this are marked.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write every figure here as JSON.")
 
@@ -48,12 +51,14 @@ def main(argv):
   del argv
   commands = pipeline_commands()
   root = os.path.abspath(_DIR.value)
-  if not _KEEP.value:
+  if not _KEEP.value and _FROM.value == 1:
     shutil.rmtree(root, ignore_errors=True)
   os.makedirs(root, exist_ok=True)
   env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
   rows = []
   for i, command in enumerate(commands, 1):
+    if i < _FROM.value:
+      continue
     print(f"[{i}/{len(commands)}] {command}", flush=True)
     t0 = time.perf_counter()
     with open(os.path.join(root, f"step_{i:02d}.log"), "w") as log:

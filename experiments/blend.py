@@ -39,6 +39,17 @@ def main(argv):
   n = tstr.check_n(_N.value)
   cfg, mesh = cli.start()
   ds = load_ptbxl(cli.data_dir())
+  # The real part is drawn without replacement: refuse, before any training, a fraction
+  # whose real part the train folds cannot hold (not after the smaller fractions ran).
+  total = n or cfg.tstr.n
+  n_train = int(ds.train_mask.sum())
+  too_many = [f for f in fractions if round(f * total) > n_train]
+  if too_many:
+    raise ConfigError(
+      f"--fractions={_FRACTIONS.value}: the real part of {', '.join(f'{f:g}' for f in too_many)} "
+      f"x n = {total} exceeds the {n_train} train records; give --n <= "
+      f"{int(n_train / max(too_many))} or smaller fractions"
+    )
   if any(f < 1 for f in fractions):
     pipeline_setup.ensure_generator(cfg, mesh, ds, cli.workdir())
   harness = tstr.Harness(cfg, mesh, ds, cli.workdir())

@@ -140,6 +140,20 @@ def test_bad_seeds_and_n(flag, needle):
   assert out.returncode == 1 and needle in out.stderr and "Traceback" not in out.stderr
 
 
+def test_blend_refuses_a_real_part_larger_than_the_train_folds_before_any_work(tmp_path):
+  """Fraction 0.5 of n = 1024 needs 512 real records; the embedded slice has 276."""
+  out = _cli(
+    "experiments.blend", "--fractions=0,0.5", "--n=1024", f"--workdir={tmp_path}", timeout=300
+  )
+  # One error line, the last (a cold data cache prints its progress before it).
+  errors = [line for line in out.stderr.splitlines() if "--fractions" in line]
+  assert out.returncode == 1 and len(errors) == 1, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines()[-1] == errors[0] and "Traceback" not in out.stderr
+  assert "--fractions=0,0.5" in errors[0] and "exceeds the 276 train records" in errors[0]
+  assert "--n <= 552" in errors[0]
+  assert os.listdir(tmp_path) == []  # nothing trained, nothing written
+
+
 def test_n_that_does_not_parse():
   out = _cli("experiments.tstr", "--n=lots")
   assert out.returncode != 0 and "--n" in out.stderr and "lots" in out.stderr
