@@ -16,8 +16,9 @@ from ecgjax.eval import judge as judge_lib
 from ecgjax.eval import report, table1, tstr
 from ecgjax.eval import runs as runs_lib
 
-# One worker runs the whole module under `pytest -n 2 --dist loadgroup`, so its
-# module-scoped fixtures (and the runs they cache) are built once.
+# One worker runs the whole module under `pytest -n 2 --dist loadgroup`, so its fixtures
+# (and the runs they cache) are built once; they are session-scoped because that worker may
+# run other modules' tests in between, which would tear a module-scoped fixture down.
 pytestmark = pytest.mark.xdist_group("all_policies")
 
 N = 16
@@ -30,14 +31,14 @@ def _cfg():
   return cfg
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def harness(ptbxl, tmp_path_factory, random_generator_dir, random_judge_dir):
   # A random-weight judge: the policies only need its outputs to be well-formed.
   workdir = workdir_from(tmp_path_factory.mktemp("all"), random_generator_dir, random_judge_dir)
   return tstr.Harness(_cfg(), pipeline.make_mesh(1), ptbxl, workdir, progress=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished(harness):
   """Every policy's TSTR run, each made once for the module whichever test asks first:
   {policy: (record, skipped, [(test labels, test scores, train labels) of each

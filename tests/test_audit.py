@@ -24,7 +24,7 @@ from ecgjax.train import classifier as clf_lib
 pytest.importorskip("neurokit2")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def judge(random_judge_dir):
   return judge_lib.load(random_judge_dir, tiny_cfg())[0]
 

@@ -18,13 +18,13 @@ from ecgjax.data import table as T
 N = 60
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def source():
   db, codes = ptbxl._read_csvs(embedded_data_dir())
   return db, codes
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def written(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("fullsize") / "ptbxl")
   summary = fullsize.write_fullsize(out, num_records=N, seed=0, progress=False)

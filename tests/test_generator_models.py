@@ -90,7 +90,7 @@ def test_count_params_counts_scalars():
 # --- mini VAE ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mini_vae():
   """Everything the VAE tests look at, from one compiled function."""
   model = VAE(**VAE_MINI)
@@ -162,7 +162,7 @@ def test_kl_divergence_closed_form():
 # --- mini U-Net -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["linear", "nle"])
+@pytest.fixture(scope="session", params=["linear", "nle"])
 def mini_unet(request):
   cfg = {**UNET_MINI, "cond_embedding": request.param}
   model = UNet(**cfg)

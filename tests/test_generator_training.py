@@ -101,7 +101,7 @@ def test_training_resumes_exactly(ptbxl, tmp_path, trained_dir):
   assert key(resumed_log) == key(records)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory, random_generator_dir):
   return tiny_cfg(), workdir_from(tmp_path_factory.mktemp("gen"), random_generator_dir)
 

@@ -40,7 +40,7 @@ def test_the_cases_cover_every_kind_and_policy_source():
   assert sorted(p for p, _ in CASES) == sorted(GENERATED)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdir(tmp_path_factory, random_generator_dir, random_judge_dir):
   return workdir_from(tmp_path_factory.mktemp("gens"), random_generator_dir, random_judge_dir)
 
@@ -248,3 +248,54 @@ def test_a_third_generator_is_one_module_and_one_registry_entry(ptbxl, tmp_path,
   assert made["signals"].shape == (6, 12, 1000) and np.allclose(made["signals"][0, 0, 25], 1.0)
   harness = tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False)
   assert harness.root == str(tmp_path / "sines") and harness.codes == ["NORM"]
+
+
+def test_a_cohort_on_disk_is_reused_only_when_it_is_the_one_asked_for(ptbxl, tmp_path):
+  """Another seed, n or generator setting is refused with one line naming the cohort and
+  the fields, and the shards and manifest stay byte for byte; the same request is reused;
+  a manifest without the identity fields (an older ecgjax) is refused, not trusted."""
+  cfg = tiny_cfg()
+  cfg.generator.kind = "simulator"
+  noisy = tiny_cfg()
+  noisy.generator.kind = "simulator"
+  noisy.generator.simulator.noise = 0.5
+  out = str(tmp_path / "cohort")
+  mesh = pipeline.make_mesh(1)
+
+  def make(cfg=cfg, n=8, seed=0):
+    return generate_main.make_cohort(
+      cfg, mesh, ptbxl, str(tmp_path), n, out, seed, 4, progress=False
+    )
+
+  def files():
+    return {f: pathlib.Path(out, f).read_bytes() for f in sorted(os.listdir(out))}
+
+  make()
+  before = files()
+  for kwargs, field in ((dict(seed=1), "seed (0 on disk, 1 asked)"), (dict(n=12), "n (8 on disk, 12 asked)"), (dict(cfg=noisy), "noise (1.0 on disk, 0.5 asked)")):  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+      make(**kwargs)
+    message = str(e.value)
+    assert message.startswith(f"{out} holds a different cohort: differs in ") and field in message
+    assert "\n" not in message
+    assert files() == before
+  assert make()["last_run"]["generated"] == 0 and files() == before
+  manifest = json.loads(before[cohort.MANIFEST])
+  del manifest["seed"], manifest["noise"]
+  pathlib.Path(out, cohort.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(ConfigError, match="its manifest lacks noise, seed .written by an older"):
+    make()
+
+
+def test_generate_refuses_another_seed_in_one_line(tmp_path):
+  """The command of a user asking for a second cohort in the same --out."""
+  args = [sys.executable, "-m", "experiments.generate", "--config.generator.kind=simulator",
+          f"--workdir={tmp_path}", "--n=8", f"--out={tmp_path / 'c'}"]  # fmt: skip
+  first = subprocess.run([*args, "--seed=0"], capture_output=True, text=True, timeout=300)
+  assert first.returncode == 0, first.stderr[-2000:]
+  manifest = (tmp_path / "c" / cohort.MANIFEST).read_bytes()
+  again = subprocess.run([*args, "--seed=1"], capture_output=True, text=True, timeout=300)
+  errors = [line for line in again.stderr.splitlines() if "holds a different cohort" in line]
+  assert again.returncode == 1 and len(errors) == 1, again.stderr[-2000:]
+  assert "seed (0 on disk, 1 asked)" in errors[0] and "Traceback" not in again.stderr
+  assert (tmp_path / "c" / cohort.MANIFEST).read_bytes() == manifest

@@ -12,8 +12,9 @@ from ecgjax.errors import CheckpointError, ConfigError
 from ecgjax.eval import augment, convergence, runs, transfer, tstr
 from ecgjax.generators import latent_diffusion
 
-# One worker runs the whole module under `pytest -n 2 --dist loadgroup`, so its
-# module-scoped fixtures (and the runs they cache) are built once.
+# One worker runs the whole module under `pytest -n 2 --dist loadgroup`, so its fixtures
+# (and the runs they cache) are built once; they are session-scoped because that worker may
+# run other modules' tests in between, which would tear a module-scoped fixture down.
 pytestmark = pytest.mark.xdist_group("paper_experiments")
 
 
@@ -24,7 +25,7 @@ def _cfg():
   return cfg
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small(ptbxl, tmp_path_factory):
   """A 141-record root: every record with AFIB or PVC and the first 120 others (a third of
   the embedded slice, so each classifier trains and predicts in a third of the time)."""
@@ -35,7 +36,7 @@ def small(ptbxl, tmp_path_factory):
   return load_ptbxl(root, cache_dir=str(tmp_path_factory.mktemp("cache")), progress=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def harness(small, tmp_path_factory):
   cfg = _cfg()
   wd = workdir_from(tmp_path_factory.mktemp("papers"), random_generator(cfg, small))

@@ -25,12 +25,12 @@ def _tol(p, n, floor=1e-3):
   return 5 * np.sqrt(np.asarray(p) * (1 - np.asarray(p)) / n) + floor
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def table(ptbxl):
   return P.make_table(ptbxl)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def train(ptbxl):
   """Independent numpy view of the train folds the table must be built from."""
   m = ptbxl.train_mask

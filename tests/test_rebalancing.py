@@ -23,7 +23,7 @@ EARLIER_DRIFT = {"rare_boost": 15.6, "rare_oversample_3x": 3.7}
 solve = jax.jit(classes.rebalance_weights, static_argnames="iterations")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def table(ptbxl):
   return P.make_table(ptbxl)
 

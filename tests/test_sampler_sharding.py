@@ -53,7 +53,7 @@ def denoise(params, x, t, cond, drop):
   return MODEL.apply(params, x, t, cond, drop)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def setup():
   rng = np.random.default_rng(0)
   params = MODEL.init(
