@@ -89,15 +89,24 @@ def write_cohort(
   manifest = read_manifest(out_dir)
   if manifest is None:
     manifest = {**want, "shards": [], "complete": False}
+  # A cohort on disk is reused (finished, or resumed) only when it is the one asked for:
+  # every field that decides its content must agree; nothing on disk is touched otherwise.
+  missing = sorted(k for k in want if k not in manifest)
+  differing = sorted(k for k in want if k in manifest and manifest[k] != want[k])
+  if missing or differing:
+    what = []
+    if differing:
+      what.append(
+        "differs in "
+        + ", ".join(f"{k} ({manifest[k]!r} on disk, {want[k]!r} asked)" for k in differing)
+      )
+    if missing:
+      what.append(f"its manifest lacks {', '.join(missing)} (written by an older ecgjax)")
+    raise ConfigError(
+      f"{out_dir} holds a different cohort: {'; '.join(what)}; use another --out or remove it"
+    )
   if notes is not None:
     manifest["notes"] = notes
-  else:
-    stale = sorted(k for k in want if manifest.get(k) != want[k])
-    if stale:
-      raise ConfigError(
-        f"{out_dir} holds a different cohort (differs in {', '.join(stale)}); "
-        f"use another --out or remove it"
-      )
   on_disk = {
     s["start"] for s in manifest["shards"] if os.path.isfile(os.path.join(out_dir, s["file"]))
   }
