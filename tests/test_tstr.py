@@ -12,6 +12,7 @@ import pytest
 
 from ecgjax import configs, metrics
 from ecgjax.data import pipeline
+from ecgjax.errors import ConfigError
 from ecgjax.eval import tstr
 from ecgjax.train import classifier
 
@@ -113,6 +114,27 @@ def test_real_subset_run_writes_metrics_and_skips_on_rerun(ptbxl, tmp_path):
   assert sorted(os.listdir(path.parent)) == ["metrics.json"]  # resumption state cleaned up
   again, skipped = harness.run("real_subset", 0)
   assert skipped and again == stored
+  # Only a run made as asked is reused: progress bars change nothing, another classifier
+  # or scoring setting is refused with one line naming the file and the fields.
+  quiet = tstr.Harness(cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=True)
+  assert quiet.run("real_subset", 0) == (stored, True)
+  before = path.read_bytes()
+  for section, key, value in (("classifier", "crop", 0), ("tstr", "n_boot", 50)):
+    other = cfg.copy_and_resolve_references()
+    other[section][key] = value
+    with pytest.raises(ConfigError) as e:
+      tstr.Harness(other, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False).run(
+        "real_subset", 0
+      )
+    message = str(e.value)
+    assert message.startswith(f"{path} was made with other settings: {section}.{key} (")
+    assert "\n" not in message and path.read_bytes() == before
+  with pytest.raises(ConfigError, match="n \\(64 on disk, 32 asked\\)"):
+    harness.run("real_subset", 0, n=32)
+  # A record without its settings (an older ecgjax) is not trusted either.
+  path.write_text(json.dumps({k: v for k, v in stored.items() if k != "identity"}))
+  with pytest.raises(ConfigError, match="records no settings .written by an older ecgjax"):
+    harness.run("real_subset", 0)
 
 
 def test_unknown_policy_lists_the_valid_ones():

@@ -45,6 +45,7 @@ from ecgjax import fileio, generators
 from ecgjax.data import pipeline
 
 RESULT = "metrics.json"
+IDENTITY = "identity"  # the settings a record was made with (Run.done, Run.write)
 REPORT_DIR = "report"  # <root>/report/ (and <root>/<evaluation>/report/): rendered output
 
 
@@ -114,26 +115,71 @@ class Run:
     self.path = os.path.join(self.dir, evaluation.result)
     self._scratch: list[str] = []
 
-  def done(self) -> dict | None:
-    """The finished record (read by every process once process 0 has seen it), or None."""
-    if pipeline.process0_decides(np.bool_(os.path.isfile(self.path))):
-      with open(self.path, encoding="utf-8") as f:
-        return json.load(f)
-    return None
+  def done(self, identity: dict | None = None) -> dict | None:
+    """The finished record (read by every process once process 0 has seen it), or None.
+
+    identity: the settings that decide the record's content (stored under "identity" by
+    `write`). A finished record made with other settings, or one without them (an older
+    ecgjax), is not reused: a ConfigError names the file and each differing field.
+    """
+    if not pipeline.process0_decides(np.bool_(os.path.isfile(self.path))):
+      return None
+    with open(self.path, encoding="utf-8") as f:
+      record = json.load(f)
+    if identity is not None:
+      check_identity(self.path, record.get(IDENTITY), identity)
+    return record
 
   def scratch(self, name: str) -> str:
     path = os.path.join(self.dir, name)
     self._scratch.append(path)
     return path
 
-  def write(self, record: dict) -> dict:
-    """Writes the record (process 0, atomically) and removes the scratch; returns it."""
+  def write(self, record: dict, identity: dict | None = None) -> dict:
+    """Writes the record (process 0, atomically) with its identity (see `done`) and
+    removes the scratch; returns it."""
     record = {"evaluation": self.evaluation.name, **self.keys, **record}
+    if identity is not None:
+      record[IDENTITY] = _jsonable(identity)
     if jax.process_index() == 0:
       fileio.write_json(self.path, record)
       for path in self._scratch:
         shutil.rmtree(path, ignore_errors=True)
     return record
+
+
+def _jsonable(obj):
+  return json.loads(json.dumps(obj, default=str))
+
+
+def _differences(stored, asked, prefix="") -> list[str]:
+  """Dotted names of the fields where two JSON-like identities differ."""
+  if isinstance(stored, dict) and isinstance(asked, dict):
+    out = []
+    for k in sorted(set(stored) | set(asked)):
+      out += _differences(stored.get(k), asked.get(k), f"{prefix}{k}.")
+    return out
+  both_nan = all(isinstance(v, float) and math.isnan(v) for v in (stored, asked))
+  if stored == asked or both_nan:
+    return []
+  return [f"{prefix[:-1]} ({stored!r} on disk, {asked!r} asked)"]
+
+
+def check_identity(path: str, stored: dict | None, asked: dict) -> None:
+  """Raises ConfigError (one line) unless the record at `path` was made as `asked`."""
+  from ecgjax.errors import ConfigError
+
+  if stored is None:
+    raise ConfigError(
+      f"{path} records no settings (written by an older ecgjax), so it cannot be told "
+      f"apart from a run with other settings; remove {os.path.dirname(path)} to redo it"
+    )
+  diff = _differences(stored, _jsonable(asked))
+  if diff:
+    raise ConfigError(
+      f"{path} was made with other settings: {'; '.join(diff)}; use another --workdir, "
+      f"or remove {os.path.dirname(path)} to redo it"
+    )
 
 
 def _type_names(types) -> str:

@@ -16,7 +16,7 @@ import time
 import jax
 import numpy as np
 
-from ecgjax import generators, metrics
+from ecgjax import fingerprints, generators, metrics
 from ecgjax import policies as policies_lib
 from ecgjax.data.records import SAMPLING_RATE
 from ecgjax.errors import ConfigError
@@ -253,7 +253,8 @@ class Harness:
       run = BLEND.run(self.root, real_fraction=real_fraction, seed=seed)
     else:
       run = TSTR.run(self.root, policy=policy, seed=seed)
-    done = run.done()
+    identity = self.identity(policy, seed, n, real_fraction)
+    done = run.done(identity)
     if done is not None:
       return done, True
     run_dir = run.dir
@@ -304,7 +305,36 @@ class Harness:
       record["real_fraction"] = real_fraction
     elif policies_lib.get(policy).report is not None:
       record["policy_report"] = policies_lib.get(policy).report(self.table, list(self.ds.codes))
-    return run.write(record), False
+    return run.write(record, identity), False
+
+  def identity(self, policy: str, seed: int, n: int, real_fraction=None) -> dict:
+    """What decides a run's metrics (a finished run is reused only when it agrees): the
+    policy, seed and n, the classifier, the scoring settings, the data, the codes, and
+    the generator's identity (weights, sampler settings) and the judge's where they are
+    used. Progress bars and logging are not part of it."""
+    c = self.cfg
+    ident = {
+      "policy": policy,
+      "seed": int(seed),
+      "n": int(n),
+      "classifier": fingerprints.describe(c.classifier),
+      "tstr": {"min_test_positives": c.tstr.min_test_positives, "n_boot": c.tstr.n_boot},
+      "data_key": self.ds.content_key,
+      "codes": list(self.codes),
+    }
+    source = policies_lib.get(policy).source if real_fraction is None else None
+    if real_fraction is not None:
+      ident["real_fraction"] = float(real_fraction)
+    if (real_fraction is not None and real_fraction < 1) or source not in (None, policies_lib.REAL):
+      ident["generator"] = self.generator.identity
+    if source == policies_lib.JUDGE_POOL:
+      clf, thresholds = self.judge
+      ident["judge"] = {
+        "best_epoch": clf.best_epoch,
+        "val_auroc": clf.val_auroc,
+        "thresholds": fingerprints.fingerprint(np.asarray(thresholds).tolist()),
+      }
+    return ident
 
 
 def parse_seeds(text: str) -> list[int]:
