@@ -8,6 +8,7 @@ records) reads as it must, with every output file written.
 
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ from conftest import tiny_cfg
 
 from ecgjax.data import pipeline
 from ecgjax.data.signals import limb_residuals
+from ecgjax.errors import ConfigError
 from ecgjax.eval import audit, report
 from ecgjax.eval import judge as judge_lib
 from ecgjax.generators import simulator
@@ -114,10 +116,19 @@ def test_audit_of_copies_and_of_independent_records(judge, ptbxl, tmp_path):
     md = f.read()
   for heading in ("Lead consistency", "Amplitude", "judge's embedding", "Clinical", "Privacy"):
     assert heading in md
-  # A rerun is skipped; the report links both audits.
-  assert a.run("simulated", np.zeros((1, 12, 1000), np.float32), np.zeros((1, 71)), about={}) == {
-    **stored
-  }
+  # A rerun of the same audit is skipped; another cohort under the same name is refused
+  # with one line naming the file, and leaves it as it was; the report links both audits.
+  again = a.run(
+    "simulated", simulated_signals, ptbxl.labels[train[:48]], about={"source": "simulator"}
+  )
+  assert again == {**stored}
+  before = pathlib.Path(out, "audit.json").read_bytes()
+  with pytest.raises(ConfigError) as e:
+    a.run("simulated", np.zeros((1, 12, 1000), np.float32), np.zeros((1, 71)), about={})
+  message = str(e.value)
+  assert message.startswith(os.path.join(out, "audit.json") + " was made with other settings: ")
+  assert "about.source ('simulator' on disk, None asked)" in message and "cohort (" in message
+  assert pathlib.Path(out, "audit.json").read_bytes() == before
   written = report.make_report(wd)
   with open(written["index.md"]) as f:
     index = f.read()

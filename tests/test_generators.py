@@ -193,8 +193,15 @@ def test_syn2real_protocol_at_a_tiny_size(ptbxl, tmp_path):
   assert syn["n_train"] == 16 and real["n_train_pos"] == synreal["n_train_pos"] == 2
   assert real["n_train"] == counts.loc["AFIB", "train_neg"] + 2
   assert real["test"]["n_pos"] == counts.loc["AFIB", "test_pos"]
-  # A rerun skips finished runs.
+  # A rerun skips finished runs; one with another classifier setting is refused.
   assert exp.run("II", "AFIB", "real", 0, 2)[1]
+  other = cfg.copy_and_resolve_references()
+  other.classifier.epochs = 2
+  redo = syn2real.Syn2Real(other, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False)
+  with pytest.raises(
+    ConfigError, match=r"was made with other settings: classifier.epochs \(1 on disk, 2 asked\)"
+  ):
+    redo.run("II", "AFIB", "real", 0, 2)
   # A class without train positives is recorded, not faked: the case built by removing
   # WPW from every train record of a copy of the data.
   wpw = list(ptbxl.codes).index("WPW")

@@ -46,6 +46,7 @@ evaluation, so `experiments.report` finds and links it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -91,15 +92,33 @@ class Audit:
       )
     self.mean, self.std = lead_stats(ds.signals, self.train_rows)
 
+  def identity(self, signals, labels, about: dict) -> dict:
+    """What decides an audit's record: the cohort (a digest of its signals and labels, and
+    what the caller says it is), the audit settings, the judge and the data."""
+    h = hashlib.blake2b(digest_size=12)
+    for a in (np.asarray(signals, np.float32), np.asarray(labels, np.float32)):
+      h.update(str(a.shape).encode())
+      h.update(np.ascontiguousarray(a).tobytes())
+    return {
+      "cohort": h.hexdigest(),
+      "about": about,
+      "audit": self.acfg.to_dict(),
+      "judge": {"best_epoch": self.judge.best_epoch, "val_auroc": self.judge.val_auroc},
+      "data_key": self.ds.content_key,
+    }
+
   def _flat(self, signals) -> np.ndarray:
     """Signal space: each lead standardised with the train folds' statistics, flattened."""
     x = standardise(np.asarray(signals, np.float32), self.mean, self.std)
     return x.reshape(len(x), -1)
 
   def run(self, name: str, signals: np.ndarray, labels: np.ndarray, *, about: dict) -> dict:
-    """Audits one cohort ((n, 12, 1000) signals, (n, 71) labels); writes and returns the record."""
+    """Audits one cohort ((n, 12, 1000) signals, (n, 71) labels); writes and returns the record.
+    A finished audit of `name` is returned only when it audited these records with these
+    settings (runs.Run.done)."""
     run = AUDIT.run(self.workdir, name=name)
-    done = run.done()
+    identity = self.identity(signals, labels, about)
+    done = run.done(identity)
     if done is not None:
       return done
     t0 = time.perf_counter()
@@ -200,7 +219,7 @@ class Audit:
       run.dir, residuals, sets, target, clin_frames, privacy_fig, emb, emb_target
     )
     record["seconds"] = time.perf_counter() - t0
-    record = run.write(record)
+    record = run.write(record, identity)
     if jax.process_index() == 0:
       text = to_markdown(record, files)
       write_text(os.path.join(run.dir, "audit.md"), text)

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score  # noqa: E402
 
-from ecgjax import fileio, generators  # noqa: E402
+from ecgjax import fileio, fingerprints, generators  # noqa: E402
 from ecgjax.errors import ConfigError  # noqa: E402
 from ecgjax.eval import runs  # noqa: E402
 from ecgjax.eval.render import markdown  # noqa: E402
@@ -192,16 +192,26 @@ class Syn2Real:
       init_variables=init,
     )
 
+  def identity(self) -> dict:
+    """What decides a run's record besides its keys (the run's directory): a finished run
+    is reused only when this agrees (runs.Run.done)."""
+    return {
+      "classifier": fingerprints.describe(self.cfg.classifier),
+      "n_syn": int(self.cfg.syn2real.n_syn),
+      "simulator": self.sim.identity,
+      "data_key": self.ds.content_key,
+    }
+
   def _finish(self, run: runs.Run, record: dict) -> dict:
     run.scratch("classifier")
-    return run.write(record)
+    return run.write(record, self.identity())
 
   def syn_model(self, leads: str, code: str, seed: int):
     """The `syn` run (trained and exported once; later calls load it) and its record."""
     run = self._run(leads, code, "syn", seed)
     run_dir = run.dir
     model_dir = os.path.join(run_dir, "model")
-    record = run.done()
+    record = run.done(self.identity())
     if record is not None and os.path.isdir(model_dir):
       return clf_lib.load(model_dir, self.cfg.classifier)[0], record
     n = int(self.cfg.syn2real.n_syn)
@@ -240,7 +250,7 @@ class Syn2Real:
     self._leads = leads
     self._val = self.splits[code]["val"]
     if regime == "syn":
-      done = self._run(leads, code, "syn", seed).done()
+      done = self._run(leads, code, "syn", seed).done(self.identity())
       if done is not None:
         return done, True
       return self.syn_model(leads, code, seed)[1], False
@@ -250,7 +260,7 @@ class Syn2Real:
     effective = ALL if cap == ALL or cap >= int(tr_y.sum()) else cap
     run = self._run(leads, code, regime, seed, effective)
     run_dir = run.dir
-    done = run.done()
+    done = run.done(self.identity())
     if done is not None:
       return {**done, "cap": cap}, True
     n_pos = int(y.sum())
