@@ -81,3 +81,71 @@ def test_the_checker_sees_a_violation(tmp_path):
   assert {"experiments", "ecgjax.eval", "ecgjax.data"} <= _imports(f)
   with pytest.raises(KeyError):
     LAYER[_unit("ecgjax.nonexistent")]
+
+
+def _module_name(path: pathlib.Path) -> str:
+  rel = path.relative_to(ROOT).with_suffix("")
+  parts = list(rel.parts)
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+  """Module -> the ecgjax modules it imports (`from pkg import mod` counts as mod when mod
+  is a module), package __init__ files left out: they re-export their package."""
+  paths = {_module_name(p): p for p in (ROOT / "ecgjax").rglob("*.py")}
+  modules = {m for m, p in paths.items() if p.name != "__init__.py"}
+  graph = {}
+  for m in modules:
+    tree = ast.parse(paths[m].read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+      names = []
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+      found.update(n for n in names if n in modules and n != m)
+    graph[m] = found
+  return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """The cycles of a directed graph, one per strongly connected component of 2+ nodes."""
+  index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+  def visit(v):
+    index[v] = low[v] = counter[0]
+    counter[0] += 1
+    stack.append(v)
+    on.add(v)
+    for w in sorted(graph[v]):
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      component = []
+      while True:
+        w = stack.pop()
+        on.discard(w)
+        component.append(w)
+        if w == v:
+          break
+      if len(component) > 1:
+        out.append(sorted(component))
+
+  for v in sorted(graph):
+    if v not in index:
+      visit(v)
+  return out
+
+
+def test_no_module_imports_itself_through_others():
+  """No cycle between modules, inside a package or across (imports inside functions count)."""
+  assert _cycles(_module_graph()) == []
+
+
+def test_the_cycle_finder_sees_a_cycle():
+  graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+  assert _cycles(graph) == [["a", "b", "c"]]

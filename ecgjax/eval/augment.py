@@ -57,7 +57,8 @@ def run(harness, codes: list[str], arm: str, seed: int) -> tuple[dict, bool]:
   if arm not in ARMS:
     raise ConfigError(f"augment arm {arm!r}: choose one of {', '.join(ARMS)}")
   r = AUGMENT.run(harness.root, arm=arm, seed=seed)
-  done = r.done()
+  identity = {"codes": list(codes), **harness.settings(generator=arm == "synthetic")}
+  done = r.done(identity)
   if done is not None:
     return done, True
   ds = harness.ds
@@ -103,7 +104,7 @@ def run(harness, codes: list[str], arm: str, seed: int) -> tuple[dict, bool]:
     "code_version": runs.code_version(),
     "timings": {"data_s": t1 - t0, "classifier_s": time.perf_counter() - t1},
   }
-  return r.write(record), False
+  return r.write(record, identity), False
 
 
 def table(records: list[dict]) -> pd.DataFrame:

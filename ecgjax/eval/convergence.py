@@ -95,12 +95,13 @@ def run(harness, gen_workdir: str, step: int, seed: int) -> tuple[dict, bool]:
   """TSTR with the generator at `step` for one seed; returns (record, finished earlier)."""
   h, cfg = harness, harness.cfg
   r = CONVERGENCE.run(h.root, step=step, seed=seed)
-  done = r.done()
-  if done is not None:
-    return done, True
   t0 = time.perf_counter()
   gen = latent_diffusion.load_at_step(cfg, h.ds, gen_workdir, step)
   n = int(cfg.convergence.n or cfg.tstr.n)
+  identity = {"n": n, "generator": gen.identity, **h.settings()}
+  done = r.done(identity)
+  if done is not None:
+    return done, True
   draw = policies.get("real_matched").fn(jax.random.PRNGKey(seed), h.table, n)
   rows = np.asarray(h.table.ds_rows)[np.asarray(draw.rows)]
   out = r.scratch("cohort")
@@ -126,7 +127,7 @@ def run(harness, gen_workdir: str, step: int, seed: int) -> tuple[dict, bool]:
     "code_version": runs.code_version(),
     "timings": {"generate_s": t1 - t0, "classifier_s": time.perf_counter() - t1},
   }
-  return r.write(record), False
+  return r.write(record, identity), False
 
 
 def table(records: list[dict]) -> pd.DataFrame:

@@ -77,7 +77,7 @@ class Transfer:
     """The `synthetic` run's classifier (trained and exported once) and its record."""
     r = TRANSFER.run(self.h.root, setting="synthetic", seed=seed)
     model_dir = os.path.join(r.dir, "model")
-    done = r.done()
+    done = r.done(self.identity("synthetic"))
     if done is not None and os.path.isdir(model_dir):
       return clf_lib.load(model_dir, self.h.cfg.classifier)[0], done, True
     n = int(self.tcfg.n_synthetic or self.h.cfg.tstr.n)
@@ -88,7 +88,17 @@ class Transfer:
     if jax.process_index() == 0:
       clf_lib.export(model_dir, clf, self.h.cfg.classifier)
     record = self._record(summary, clf, n_real=0, n_synthetic=n, init=None, t0=t0)
-    return clf, r.write(record), False
+    return clf, r.write(record, self.identity("synthetic")), False
+
+  def identity(self, setting: str) -> dict:
+    """What decides a setting's record besides its directory: the harness's settings
+    (with the generator for settings that use synthetic records) and the synthetic
+    cohort's size."""
+    synthetic = not setting.startswith("scratch")
+    return {
+      "n_synthetic": int(self.tcfg.n_synthetic or self.h.cfg.tstr.n),
+      **self.h.settings(generator=synthetic),
+    }
 
   def _fit(self, r, signals, labels, seed, init=None):
     r.scratch("classifier")
@@ -116,7 +126,7 @@ class Transfer:
       _, record, skipped = self.pretrained(seed)
       return record, skipped
     r = TRANSFER.run(self.h.root, setting=setting, seed=seed)
-    done = r.done()
+    done = r.done(self.identity(setting))
     if done is not None:
       return done, True
     kind, value = setting.rsplit("_", 1)
@@ -147,7 +157,7 @@ class Transfer:
       record = self._record(summary, clf, n_real=len(rows), n_synthetic=n_syn, init=None, t0=t0)
     else:
       raise ConfigError(f"unknown transfer setting {setting!r}")
-    return r.write(record), False
+    return r.write(record, self.identity(setting)), False
 
 
 def table(records: list[dict]) -> pd.DataFrame:

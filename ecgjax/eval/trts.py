@@ -75,7 +75,8 @@ def run(harness, seeds, *, progress: bool = True):
   trtr = metrics.summarize(y_te, p_real, **common)
   for seed in seeds:
     r = TRTS.run(harness.root, seed=seed)
-    done = r.done()
+    identity = harness.settings(generator=True, judge=True)
+    done = r.done(identity)
     if done is not None:
       yield done, True
       continue
@@ -99,4 +100,4 @@ def run(harness, seeds, *, progress: bool = True):
       "config": cfg.to_dict(),
       "code_version": runs.code_version(),
     }
-    yield r.write(record), False
+    yield r.write(record, identity), False

@@ -308,33 +308,45 @@ class Harness:
     return run.write(record, identity), False
 
   def identity(self, policy: str, seed: int, n: int, real_fraction=None) -> dict:
-    """What decides a run's metrics (a finished run is reused only when it agrees): the
-    policy, seed and n, the classifier, the scoring settings, the data, the codes, and
-    the generator's identity (weights, sampler settings) and the judge's where they are
-    used. Progress bars and logging are not part of it."""
-    c = self.cfg
+    """What decides a TSTR or blend run's metrics (a finished run is reused only when it
+    agrees): the policy, seed and n, and `settings` with the generator where it makes
+    signals and the judge where a judge policy uses it."""
+    source = policies_lib.get(policy).source if real_fraction is None else None
+    generated = (real_fraction is not None and real_fraction < 1) or source not in (
+      None,
+      policies_lib.REAL,
+    )
     ident = {
       "policy": policy,
       "seed": int(seed),
       "n": int(n),
+      **self.settings(generator=generated, judge=source == policies_lib.JUDGE_POOL),
+    }
+    if real_fraction is not None:
+      ident["real_fraction"] = float(real_fraction)
+    return ident
+
+  def settings(self, *, generator: bool = False, judge: bool = False) -> dict:
+    """The settings every evaluation on this harness is made with: the classifier, the
+    scoring, the data and codes, and (when asked) the generator's identity (weights,
+    sampler settings) and the judge's. Progress bars and logging are not part of it."""
+    c = self.cfg
+    out = {
       "classifier": fingerprints.describe(c.classifier),
       "tstr": {"min_test_positives": c.tstr.min_test_positives, "n_boot": c.tstr.n_boot},
       "data_key": self.ds.content_key,
       "codes": list(self.codes),
     }
-    source = policies_lib.get(policy).source if real_fraction is None else None
-    if real_fraction is not None:
-      ident["real_fraction"] = float(real_fraction)
-    if (real_fraction is not None and real_fraction < 1) or source not in (None, policies_lib.REAL):
-      ident["generator"] = self.generator.identity
-    if source == policies_lib.JUDGE_POOL:
+    if generator:
+      out["generator"] = self.generator.identity
+    if judge:
       clf, thresholds = self.judge
-      ident["judge"] = {
+      out["judge"] = {
         "best_epoch": clf.best_epoch,
         "val_auroc": clf.val_auroc,
         "thresholds": fingerprints.fingerprint(np.asarray(thresholds).tolist()),
       }
-    return ident
+    return out
 
 
 def parse_seeds(text: str) -> list[int]:

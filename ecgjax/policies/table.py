@@ -24,6 +24,7 @@ import numpy as np
 from flax import struct
 
 from ecgjax.data import table as data_table
+from ecgjax.policies import rebalance
 
 NUM_CELLS = 6  # demo_strat: age tertile (3) x sex (2)
 
@@ -156,13 +157,10 @@ def make_table(ds) -> PolicyTable:
   cell_ptr, cell_idx = _csr(cell_of(group, age, sex, cuts), g_count * NUM_CELLS)
   sex_ptr, sex_idx = _csr(sex, 2)
   cond = np.concatenate([labels.astype(np.float32), demo_z], axis=1)
-  # Imported here: the rebalancing policies' module builds on this one.
-  from ecgjax.policies import classes
-
   labels_f32, p_f32 = jnp.asarray(labels, jnp.float32), jnp.asarray(prevalence, jnp.float32)
   row_weights = {
-    name: classes.solve_weights(labels_f32, *targets(p_f32))
-    for name, targets in classes.TARGETS.items()
+    name: rebalance.solve_weights(labels_f32, *targets(p_f32))
+    for name, targets in rebalance.TARGETS.items()
   }
 
   return PolicyTable(
