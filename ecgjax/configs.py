@@ -104,7 +104,7 @@ def get_config(preset: str = "mini") -> ConfigDict:
   # Paper 002's Syn->Real experiments (docs/design.md §9; experiments/syn2real.py).
   # mini: the two classes with real train positives in the embedded slice (AFIB 6, PVC 7;
   # AFLT and WPW have none, so only their syn regime could run), lead II, caps 5 and all
-  # (the others equal `all` there): 10 classifier runs per seed instead of 64.
+  # (the others equal `all` there), 4 epochs: 10 classifier runs per seed instead of 64.
   c.syn2real = ConfigDict(
     dict(
       classes="AFIB,AFLT,PVC,WPW" if paper else "AFIB,PVC",  # each against NORM
@@ -112,6 +112,7 @@ def get_config(preset: str = "mini") -> ConfigDict:
       leads="II,12" if paper else "II",
       n_syn=10_000 if paper else 256,  # simulated training recordings, half positive
       caps="5,10,20,50,all" if paper else "5,all",  # the reduced-positives sweep's counts
+      epochs=0 if paper else 4,  # each binary classifier's epochs; 0: classifier.epochs
     )
   )
   # Augmentation with synthetic positives (paper 003 Table III; ecgjax/eval/augment.py).

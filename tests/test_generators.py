@@ -182,7 +182,7 @@ def test_cap_positives_and_caps():
 def test_syn2real_protocol_at_a_tiny_size(ptbxl, tmp_path):
   cfg = tiny_cfg()
   cfg.classifier.update(epochs=1, batch_size=16)
-  cfg.syn2real.n_syn = 16
+  cfg.syn2real.update(n_syn=16, epochs=0)  # epochs 0: the classifier section's (1)
   exp = syn2real.Syn2Real(cfg, pipeline.make_mesh(1), ptbxl, str(tmp_path), progress=False)
   counts = exp.counts().set_index("class")
   records = [

@@ -138,6 +138,11 @@ def synthetic_cond(ds, code: str, n: int, seed: int) -> tuple[np.ndarray, np.nda
 class Syn2Real:
   def __init__(self, cfg, mesh, ds, workdir: str, *, progress: bool = True):
     self.cfg, self.mesh, self.ds, self.progress = cfg, mesh, ds, progress
+    # The classifier every run trains: the classifier section, with syn2real.epochs when
+    # it is set (> 0).
+    self.ccfg = cfg.classifier.copy_and_resolve_references()
+    if int(cfg.syn2real.get("epochs", 0) or 0) > 0:
+      self.ccfg.epochs = int(cfg.syn2real.epochs)
     self.root = workdir
     self.dir = SYN2REAL.directory(workdir)
     self.sim = generators.get("simulator").load(cfg, ds, workdir)
@@ -178,7 +183,7 @@ class Syn2Real:
     n_pos = float(train_y.sum())
     pos_weight = np.array([(len(train_y) - n_pos) / n_pos], np.float32) if n_pos else None
     return clf_lib.train_classifier(
-      self.cfg.classifier,
+      self.ccfg,
       train_x,
       train_y[:, None],
       self._signals(va_rows, self._leads),
@@ -196,7 +201,7 @@ class Syn2Real:
     """What decides a run's record besides its keys (the run's directory): a finished run
     is reused only when this agrees (runs.Run.done)."""
     return {
-      "classifier": fingerprints.describe(self.cfg.classifier),
+      "classifier": fingerprints.describe(self.ccfg),
       "n_syn": int(self.cfg.syn2real.n_syn),
       "simulator": self.sim.identity,
       "data_key": self.ds.content_key,
@@ -213,14 +218,14 @@ class Syn2Real:
     model_dir = os.path.join(run_dir, "model")
     record = run.done(self.identity())
     if record is not None and os.path.isdir(model_dir):
-      return clf_lib.load(model_dir, self.cfg.classifier)[0], record
+      return clf_lib.load(model_dir, self.ccfg)[0], record
     n = int(self.cfg.syn2real.n_syn)
     cond, y = synthetic_cond(self.ds, code, n, seed)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), CLASSES.index(code) + 1)
     signals = self.sim.generate(cond, key, mesh=self.mesh)[:, list(LEAD_SETTINGS[leads])]
     clf = self._fit(signals, y, seed, run_dir, desc=f"syn {code} lead {leads}")
     if jax.process_index() == 0:
-      clf_lib.export(model_dir, clf, self.cfg.classifier)
+      clf_lib.export(model_dir, clf, self.ccfg)
     record = self._record(leads, code, "syn", seed, None, clf, n_train=n, n_train_pos=n // 2)
     return clf, self._finish(run, record)
 
@@ -242,7 +247,7 @@ class Syn2Real:
       "test": result,
       "best_epoch": None if clf is None else clf.best_epoch,
       "note": note,
-      "arch": self.cfg.classifier.arch,
+      "arch": self.ccfg.arch,
     }
 
   def run(self, leads: str, code: str, regime: str, seed: int, cap=ALL) -> tuple[dict, bool]:
