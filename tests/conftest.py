@@ -1,6 +1,7 @@
 """Test session setup: 8 fake CPU devices for sharding tests, shared fixtures."""
 
 import fcntl
+import functools
 import glob
 import hashlib
 import json
@@ -120,8 +121,10 @@ BUILD_LOG = "builds.jsonl"
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-  """A hash of every ecgjax source file and of this file (the recipes)."""
+  """A hash of every ecgjax source file and of this file (the recipes), taken once per
+  process: a session keeps the artefacts of the code it started with."""
   h = hashlib.blake2b(digest_size=8)
   paths = sorted(glob.glob(os.path.join(_REPO, "ecgjax", "**", "*.py"), recursive=True))
   for path in [*paths, os.path.abspath(__file__)]:
