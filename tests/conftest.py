@@ -29,6 +29,16 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 from ecgjax.data import embedded_data_dir, load_ptbxl  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+  """The long tests (marked slow; the multi-process runs, the longest, before the others)
+  first: under xdist each worker takes work in collection order, so the longest runs start at once and the short tests fill the other worker
+  around them, instead of a long test starting last and running alone. Stable, so every
+  worker collects the same order."""
+  items.sort(
+    key=lambda item: (item.get_closest_marker("slow") is None, "multiprocess" not in item.nodeid)
+  )
+
+
 @pytest.fixture(scope="session")
 def ptbxl(tmp_path_factory):
   """The embedded 400-record slice, loaded once per test session."""

@@ -19,7 +19,7 @@ from ecgjax.eval import runs as runs_lib
 # One worker runs the whole module under `pytest -n 2 --dist loadgroup`, so its fixtures
 # (and the runs they cache) are built once; they are session-scoped because that worker may
 # run other modules' tests in between, which would tear a module-scoped fixture down.
-pytestmark = pytest.mark.xdist_group("all_policies")
+pytestmark = [pytest.mark.xdist_group("all_policies"), pytest.mark.slow]
 
 N = 16
 

@@ -5,7 +5,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import make_ptbxl_root, random_generator, tiny_cfg, workdir_from
+from conftest import make_ptbxl_root, random_generator, tiny_cfg, trained_cfg, workdir_from
 
 from ecgjax.data import load_ptbxl, pipeline
 from ecgjax.errors import CheckpointError, ConfigError
@@ -91,22 +91,33 @@ def test_transfer_settings(harness):
 
 
 @pytest.mark.slow
-def test_convergence_reads_kept_checkpoints(small, tmp_path):
-  cfg = _cfg()
+def test_convergence_reads_kept_checkpoints(ptbxl, trained_dir, tmp_path, monkeypatch):
+  """The study trains its generator into <root>/convergence when the workdir's kept none
+  of its steps: here that training is the shared trained artefact's (conftest.trained_cfg:
+  9 U-Net steps, every 3rd kept), copied where the study asks for it."""
+  cfg = trained_cfg()
+  cfg.classifier.update(epochs=1, batch_size=32)
+  cfg.tstr.update(n=32, n_boot=10)
   cfg.convergence.update(steps="3,6", keep_every=3, n=32)
-  cfg.train_unet.update(steps=9, checkpoint_every=3)
+  trainings = []
+
+  def train(scfg, mesh, ds, workdir, *, progress=True):
+    trainings.append((workdir, scfg.train_unet.keep_every, scfg.train_unet.steps))
+    workdir_from(workdir, trained_dir)
+
+  monkeypatch.setattr(latent_diffusion, "train", train)
   wd = str(tmp_path)
   mesh = pipeline.make_mesh(1)
-  harness = tstr.Harness(cfg, mesh, small, wd, progress=False)
+  harness = tstr.Harness(cfg, mesh, ptbxl, wd, progress=False)
   steps = convergence.parse_steps(cfg.convergence.steps)
-  gen_dir = convergence.generator_workdir(cfg, mesh, small, wd, harness.root, steps, progress=False)
-  assert gen_dir == os.path.join(wd, "convergence")
+  gen_dir = convergence.generator_workdir(cfg, mesh, ptbxl, wd, harness.root, steps, progress=False)
+  assert gen_dir == os.path.join(wd, "convergence") and trainings == [(gen_dir, 3, 9)]
   # Multiples of keep_every survive beside the latest checkpoints.
   assert {3, 6, 9} <= set(convergence.kept_steps(gen_dir))
   scfg = convergence.study_config(cfg)
-  final = latent_diffusion.load(scfg, small, gen_dir).model.params["unet"]
-  at9 = latent_diffusion.load_at_step(scfg, small, gen_dir, 9)
-  at3 = latent_diffusion.load_at_step(scfg, small, gen_dir, 3)
+  final = latent_diffusion.load(scfg, ptbxl, gen_dir).model.params["unet"]
+  at9 = latent_diffusion.load_at_step(scfg, ptbxl, gen_dir, 9)
+  at3 = latent_diffusion.load_at_step(scfg, ptbxl, gen_dir, 3)
   # The EMA weights at the last step are the exported ones; at step 3 they differ.
   for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(at9.model.params["unet"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -121,6 +132,6 @@ def test_convergence_reads_kept_checkpoints(small, tmp_path):
   _, written = convergence.render(records, str(tmp_path / "r"))
   assert os.path.getsize(written["convergence.png"]) > 1000
   with pytest.raises(CheckpointError, match="step 4"):
-    latent_diffusion.load_at_step(scfg, small, gen_dir, 4)
+    latent_diffusion.load_at_step(scfg, ptbxl, gen_dir, 4)
   with pytest.raises(ConfigError, match="positive"):
     convergence.parse_steps("0,3")
