@@ -47,6 +47,18 @@ def pipeline_commands(readme: str = README) -> list[str]:
   return [line.strip() for line in lines[block:end] if line.strip() and not line.startswith("#")]
 
 
+def cpu_model() -> str:
+  """The processor's name as lscpu gives it (platform.processor() is empty on Linux)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.machine()
+
+
 def main(argv):
   del argv
   commands = pipeline_commands()
@@ -75,7 +87,7 @@ def main(argv):
     status = "" if r["returncode"] == 0 else f" (exit {r['returncode']})"
     print(f"| `{r['command']}`{status} | {r['seconds']:.0f} | {over} |")
   total = sum(r["seconds"] for r in rows)
-  print(f"\nall {len(rows)} of {len(commands)} commands: {total:.0f} s on {platform.processor()} "
+  print(f"\nall {len(rows)} of {len(commands)} commands: {total:.0f} s on {cpu_model()} "
         f"({os.cpu_count()} cores)")  # fmt: skip
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:

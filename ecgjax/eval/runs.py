@@ -41,7 +41,7 @@ import jax
 import numpy as np
 
 import ecgjax
-from ecgjax import fileio, generators
+from ecgjax import fileio, fingerprints, generators
 from ecgjax.data import pipeline
 
 RESULT = "metrics.json"
@@ -152,19 +152,6 @@ def _jsonable(obj):
   return json.loads(json.dumps(obj, default=str))
 
 
-def _differences(stored, asked, prefix="") -> list[str]:
-  """Dotted names of the fields where two JSON-like identities differ."""
-  if isinstance(stored, dict) and isinstance(asked, dict):
-    out = []
-    for k in sorted(set(stored) | set(asked)):
-      out += _differences(stored.get(k), asked.get(k), f"{prefix}{k}.")
-    return out
-  both_nan = all(isinstance(v, float) and math.isnan(v) for v in (stored, asked))
-  if stored == asked or both_nan:
-    return []
-  return [f"{prefix[:-1]} ({stored!r} on disk, {asked!r} asked)"]
-
-
 def check_identity(path: str, stored: dict | None, asked: dict) -> None:
   """Raises ConfigError (one line) unless the record at `path` was made as `asked`."""
   from ecgjax.errors import ConfigError
@@ -174,7 +161,7 @@ def check_identity(path: str, stored: dict | None, asked: dict) -> None:
       f"{path} records no settings (written by an older ecgjax), so it cannot be told "
       f"apart from a run with other settings; remove {os.path.dirname(path)} to redo it"
     )
-  diff = _differences(stored, _jsonable(asked))
+  diff = fingerprints.differences(stored, asked)
   if diff:
     raise ConfigError(
       f"{path} was made with other settings: {'; '.join(diff)}; use another --workdir, "

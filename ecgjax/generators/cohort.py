@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from ecgjax import fingerprints
 from ecgjax.data import pipeline, shards
 from ecgjax.errors import ConfigError
 from ecgjax.fileio import atomic_write
@@ -92,14 +93,12 @@ def write_cohort(
   # A cohort on disk is reused (finished, or resumed) only when it is the one asked for:
   # every field that decides its content must agree; nothing on disk is touched otherwise.
   missing = sorted(k for k in want if k not in manifest)
-  differing = sorted(k for k in want if k in manifest and manifest[k] != want[k])
+  differing = fingerprints.differences({k: manifest[k] for k in want if k in manifest},
+                                       {k: v for k, v in want.items() if k in manifest})  # fmt: skip
   if missing or differing:
     what = []
     if differing:
-      what.append(
-        "differs in "
-        + ", ".join(f"{k} ({manifest[k]!r} on disk, {want[k]!r} asked)" for k in differing)
-      )
+      what.append("differs in " + ", ".join(differing))
     if missing:
       what.append(f"its manifest lacks {', '.join(missing)} (written by an older ecgjax)")
     raise ConfigError(
