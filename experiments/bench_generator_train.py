@@ -10,7 +10,8 @@ with the state donated as `loop.jit_train_step` does. The PyTorch steps are
 the twin's (tests/torch_generator.py: the same losses, clipping, AdamW and
 EMA, multi-tensor), starting from the same random weights. Each timed step of
 one is followed by one of the other, so a change of load on a shared machine
-hits both; medians of `--steps` steps after `--warmup`, compile apart. FLOPs
+hits both; medians of `--steps` steps after `--warmup`, compile apart (each
+PyTorch step ends with `.item()`, which waits for the GPU; `--torch_device`). FLOPs
 per step from XLA's cost analysis give the achieved FLOP/s. The twin's losses
 and gradients equal ours (tests/test_torch_generator.py); this benchmark only
 times. Prints a table; `--json_out` writes every figure and ratio.
@@ -48,6 +49,7 @@ def define_flags() -> None:
   flags.DEFINE_list("compute_dtypes", ["float32"], "JAX compute dtypes to time.")
   flags.DEFINE_bool("torch", True, "Also time the PyTorch twin (needs torch and tests/).")
   flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
+  bench.define_torch_device_flags()
   flags.DEFINE_string(
     "omp_wait_policy", None, "OMP_WAIT_POLICY for torch's OpenMP threads (default: inherited)."
   )
@@ -109,7 +111,7 @@ def _torch_step(torch, twin, cfg, part, batch, params, seed):
     model, opt, schedule, ema, p_uncond=cfg.diffusion.p_uncond, ema_decay=tcfg.ema_decay
   )
   z = torch.randn(batch, *gen_lib.LATENT_SHAPE)
-  cond = torch.from_numpy(bench.random_cond(batch, seed))
+  cond = torch.from_numpy(bench.random_cond(batch, seed)).to(torch.get_default_device())
   return lambda: step(z, cond).item()
 
 
@@ -124,7 +126,7 @@ def main(argv):
   info = bench.machine_info()
   print(
     f"{info['cpu']}, {info['cores']} cores, load {info['load_average'][0]:.1f}; jax "
-    f"{info['jax']}; preset {FLAGS.preset}, random weights"
+    f"{info['jax']} on {info['jax_device_kind']}; preset {FLAGS.preset}, random weights"
   )
   torch = twin = None
   torch_note = None
@@ -134,6 +136,8 @@ def main(argv):
       torch_note, twin = twin, None
     else:
       torch.set_num_threads(FLAGS.torch_threads)
+      info["torch_device"], _ = bench.torch_device(torch, FLAGS.torch_device, FLAGS.torch_tf32)
+      info["torch_tf32"] = FLAGS.torch_tf32 and info["torch_device"] == "cuda"
 
   results, rows = {}, []
   for part in FLAGS.parts:

@@ -65,6 +65,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("torch", True, "Also time the PyTorch twin (needs torch and tests/).")
   flags.DEFINE_bool("torch_compile", True, "Also time the twin under torch.compile.")
   flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
+  define_torch_device_flags()
   flags.DEFINE_string(
     "omp_wait_policy",
     None,
@@ -87,6 +88,44 @@ def define_flags() -> None:
 # ---------------------------------------------------------------- shared helpers
 
 
+def define_torch_device_flags() -> None:
+  """--torch_device and --torch_tf32, shared by the benchmarks that time a PyTorch twin."""
+  flags.DEFINE_enum(
+    "torch_device",
+    "auto",
+    ["auto", "cpu", "cuda"],
+    "Where the PyTorch twin runs; auto: cuda when torch sees a GPU, else cpu.",
+  )
+  flags.DEFINE_bool(
+    "torch_tf32",
+    True,
+    "On cuda, let PyTorch's float32 matmuls and convolutions use TF32, as XLA's default "
+    "precision does on the GPU (otherwise the twin does more exact, slower arithmetic).",
+  )
+
+
+def torch_device(torch, name: str, tf32: bool = True):
+  """Resolves --torch_device and makes it torch's default device (the twins create their
+  tensors without naming one). Returns (device name, sync): sync() waits for the device,
+  so a timed call ends when its work does."""
+  if name == "auto":
+    name = "cuda" if torch.cuda.is_available() else "cpu"
+  if name == "cuda":
+    if not torch.cuda.is_available():
+      raise ConfigError("--torch_device=cuda, but torch sees no GPU")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+    torch.set_default_device("cuda")
+    return name, torch.cuda.synchronize
+  return name, lambda: None
+
+
+def accelerator_info() -> dict:
+  """The JAX devices' kind (e.g. 'NVIDIA H200', 'cpu')."""
+  return {"jax_device_kind": jax.devices()[0].device_kind, "jax_device_count": jax.device_count()}
+
+
 def machine_info() -> dict:
   """CPU model, core count, the AVX-512 bf16 flag, versions and the load average."""
   model, cpu_flags = platform.processor(), set()
@@ -107,6 +146,7 @@ def machine_info() -> dict:
     "amx_bf16": "amx_bf16" in cpu_flags,
     "jax": jax.__version__,
     "backend": jax.default_backend(),
+    **accelerator_info(),
     "load_average": list(os.getloadavg()),
   }
   try:  # the installed version, without importing torch (OMP_WAIT_POLICY is read at import)
@@ -125,7 +165,8 @@ def timed(fn) -> float:
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
-  """float32 FLOP/s of a jitted N x N dot (the best of `repeats`), FLOPs from XLA."""
+  """float32 FLOP/s of a jitted N x N dot (the best of `repeats`), FLOPs from XLA (at JAX's
+  default precision: TF32 on an NVIDIA GPU)."""
   a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
   dot = jax.jit(jnp.dot).lower(a, a).compile()
   flops = float(dot.cost_analysis()["flops"])
@@ -275,7 +316,9 @@ def jax_sampler(gen, cfg, mesh, batch, num_steps, cfg_scale, seed):
   return call, compile_s, x_T, cond
 
 
-def denoiser_rounds(gen, torch_models: dict, batch: int, rounds: int, seed: int) -> dict:
+def denoiser_rounds(
+  gen, torch_models: dict, batch: int, rounds: int, seed: int, sync=lambda: None
+) -> dict:
   """The U-Net pass of one guided step (2 x batch rows), JAX and each PyTorch model
   alternating call by call: a fine-grained ratio that load changes on a shared machine
   cannot favour one side of (a whole sampler call of the slower side lasts longer, so it
@@ -292,10 +335,11 @@ def denoiser_rounds(gen, torch_models: dict, batch: int, rounds: int, seed: int)
   params = jax.device_put(gen.params["unet"])
   args = (params, *map(jnp.asarray, (x, t, cond, drop)))
   fwd = jax.jit(gen.unet.apply).lower(*args).compile()
-  targs = tuple(map(torch.from_numpy, (x, t.astype(np.int64), cond, drop)))
+  dev = torch.get_default_device()
+  targs = tuple(torch.from_numpy(a).to(dev) for a in (x, t.astype(np.int64), cond, drop))
   calls = {"jax[float32]": lambda: fwd(*args).block_until_ready()}
   for name, m in torch_models.items():
-    calls[name] = lambda m=m: m(*targs)
+    calls[name] = lambda m=m: (m(*targs), sync())
   times = {k: [] for k in calls}
   with torch.inference_mode():
     for f in calls.values():
@@ -334,6 +378,7 @@ def main(argv):
   print(
     f"{info['cpu']}, {info['cores']} cores (AVX-512 bf16: {info['avx512_bf16']}), "
     f"load {info['load_average'][0]:.1f}; jax {info['jax']} on {n_dev} {info['backend']} "
+    f"({info['jax_device_kind']}) "
     f"device(s); preset {FLAGS.preset}: {num_steps} steps, CFG {cfg_scale}, batch {batch}; "
     "random weights"
   )
@@ -358,17 +403,20 @@ def main(argv):
       torch_note = twin
     else:
       torch.set_num_threads(FLAGS.torch_threads)
+      info["torch_device"], sync = torch_device(torch, FLAGS.torch_device, FLAGS.torch_tf32)
+      info["torch_tf32"] = FLAGS.torch_tf32 and info["torch_device"] == "cuda"
       ref_gen = base_gen if "float32" in FLAGS.compute_dtypes else random_generator(cfg, FLAGS.seed)
       schedule = twin.Schedule(
         ref_gen.schedule.sqrt_alphas_cumprod, ref_gen.schedule.sqrt_one_minus_alphas_cumprod
       )
       model = twin.generator_from_flax(cfg, ref_gen.params, schedule)
-      xt, ct = torch.from_numpy(x_T.copy()), torch.from_numpy(cond.copy())
+      dev = info["torch_device"]
+      xt, ct = torch.from_numpy(x_T.copy()).to(dev), torch.from_numpy(cond.copy()).to(dev)
 
       def torch_call(m):
         def call():
           with torch.inference_mode():
-            return m.sample(xt, ct, num_steps=num_steps, cfg_scale=cfg_scale).numpy()
+            return m.sample(xt, ct, num_steps=num_steps, cfg_scale=cfg_scale).cpu().numpy()
 
         return call
 
@@ -412,7 +460,9 @@ def main(argv):
     torch_models = {"torch[eager]": model.unet}
     if "torch[compile]" in impls:
       torch_models["torch[compile]"] = compiled.denoise
-    passes = denoiser_rounds(base_gen, torch_models, batch, FLAGS.pass_rounds, FLAGS.seed)
+    passes = denoiser_rounds(
+      base_gen, torch_models, batch, FLAGS.pass_rounds, FLAGS.seed, sync
+    )
   for _ in range(FLAGS.iters):
     for d in impls.values():
       if len(d["times"]) < FLAGS.iters:

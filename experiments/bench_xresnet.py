@@ -23,6 +23,7 @@ import optax
 from absl import app, flags
 
 from ecgjax.models import xresnet1d
+from experiments import bench_sampler as bench
 
 _BATCH = flags.DEFINE_list("batch", ["32", "128"], "Batch sizes to time.")
 _LENGTH = flags.DEFINE_integer("length", 1000, "Signal length (samples).")
@@ -41,6 +42,7 @@ _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch twin if torch i
 _THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
 _MODES = flags.DEFINE_list("modes", ["train", "infer"], "What to time: train, infer.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write every figure and ratio here as JSON.")
+bench.define_torch_device_flags()
 
 NUM_CLASSES = 71
 
@@ -145,6 +147,7 @@ def torch_bench(batch: int, length: int, mode: str) -> float | None:
     )
     return None
   torch.set_num_threads(_THREADS.value)
+  device, sync = bench.torch_device(torch, flags.FLAGS.torch_device, flags.FLAGS.torch_tf32)
   torch.manual_seed(0)
   layers = (3, 4, 6, 3) if _MODEL.value == "xresnet1d50" else (3, 4, 23, 3)
   model = TorchXResNet1d(layers=layers, num_classes=NUM_CLASSES, **_model_kwargs())
@@ -156,6 +159,7 @@ def torch_bench(batch: int, length: int, mode: str) -> float | None:
     def run():
       with torch.inference_mode():
         model(x)
+      sync()
   else:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
@@ -164,6 +168,7 @@ def torch_bench(batch: int, length: int, mode: str) -> float | None:
       opt.zero_grad(set_to_none=True)
       torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
       opt.step()
+      sync()
 
   return _median_time(run, _STEPS.value, _WARMUP.value + 1)
 
@@ -175,7 +180,7 @@ def main(argv):
   if bad:
     raise app.UsageError(f"unknown --modes/--conv_impl value(s): {', '.join(bad)}")
   print(
-    f"jax {jax.__version__} on {jax.devices()[0].platform}; model {_MODEL.value}"
+    f"jax {jax.__version__} on {jax.devices()[0].device_kind}; model {_MODEL.value}"
     f"{' (wide)' if _WIDE.value else ''}, L={_LENGTH.value}, dtype {_DTYPE.value}, "
     f"materialize {_MATERIALIZE.value}, "
     f"median of {_STEPS.value} steps"
@@ -233,6 +238,9 @@ def main(argv):
       "dtype": _DTYPE.value,
       "steps": _STEPS.value,
       "torch_threads": _THREADS.value,
+      "torch_device": flags.FLAGS.torch_device,
+      "torch_tf32": flags.FLAGS.torch_tf32,
+      "machine": bench.machine_info(),
       "load_average": list(os.getloadavg()),
       "results": results,
     }
