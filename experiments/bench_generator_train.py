@@ -148,9 +148,13 @@ def main(argv):
       c.vae.compute_dtype = c.unet.compute_dtype = dtype
       run, compile_s, flops, params = _jax_step(c, part, batch, FLAGS.seed, mesh)
       impls[f"jax[{dtype}]"] = dict(run=run, compile_s=compile_s, flops=flops)
+      print(f"{part} jax[{dtype}] batch {batch}: compiled in {compile_s:.1f} s", flush=True)
     if torch is not None:
       run = _torch_step(torch, twin, cfg, part, batch, params, FLAGS.seed)
       impls["torch[eager]"] = dict(run=run, compile_s=bench.timed(run), flops=None)
+      print(
+        f"{part} torch[eager]: first step {impls['torch[eager]']['compile_s']:.1f} s", flush=True
+      )
     for d in impls.values():
       for _ in range(FLAGS.warmup):
         d["run"]()
@@ -175,6 +179,7 @@ def main(argv):
         "vs_torch_eager": sps / torch_sps if torch_sps else None,
       }
       results[f"{part}/{name}"] = r
+      print(f"{part} {name}: {sps:.1f} samples/s, {med * 1e3:.1f} ms/step", flush=True)
       rows.append(
         [
           f"{part} train",

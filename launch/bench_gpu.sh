@@ -9,13 +9,17 @@
 #
 # Sizes and limits come from the environment (defaults in brackets): SAMPLER_BATCH [256],
 # SAMPLER_STEPS [100], VAE_BATCH [128], UNET_BATCH [256], XRESNET_BATCH [128,512],
-# PEAK_SIZE [8192], SAMPLER_LIMIT [300], TRAIN_LIMIT [150], XRESNET_LIMIT [80] seconds. PYTHON [python3].
+# PEAK_SIZE [8192], SAMPLER_LIMIT [300], TRAIN_LIMIT [240], XRESNET_LIMIT [150] seconds. PYTHON [python3].
 # JAX takes XLA_PYTHON_CLIENT_MEM_FRACTION [0.45] of the GPU's memory, leaving the rest to
 # PyTorch. Both sides run float32 matmuls and convolutions at their GPU default (TF32),
 # so the twins' samples are compared at --tolerance=0.05 of the largest |sample|.
 # Exits 1 when any benchmark failed.
 set -uo pipefail
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 out=${1:-bench-gpu}
 mkdir -p "$out"
 py=${PYTHON:-python3}
@@ -45,10 +49,10 @@ EOF
 bench sampler "${SAMPLER_LIMIT:-300}" experiments.bench_sampler --preset=paper \
   --batch="${SAMPLER_BATCH:-256}" --num_steps="${SAMPLER_STEPS:-100}" --iters=3 \
   --compute_dtypes=float32,bfloat16 --tolerance=0.05 --peak_size="${PEAK_SIZE:-8192}" --pass_rounds=10
-bench generator_train "${TRAIN_LIMIT:-150}" experiments.bench_generator_train --preset=paper \
+bench generator_train "${TRAIN_LIMIT:-240}" experiments.bench_generator_train --preset=paper \
   --vae_batch="${VAE_BATCH:-128}" --unet_batch="${UNET_BATCH:-256}" --steps=5 --warmup=2 \
   --compute_dtypes=float32,bfloat16
-bench xresnet "${XRESNET_LIMIT:-80}" experiments.bench_xresnet \
+bench xresnet "${XRESNET_LIMIT:-150}" experiments.bench_xresnet \
   --batch="${XRESNET_BATCH:-128,512}" --steps=10 --warmup=3 --conv_impl=xla,fast \
   --modes=train,infer
 exit "$status"

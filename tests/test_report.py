@@ -278,7 +278,7 @@ def _bash(*args, env=None):
   )
 
 
-@pytest.mark.parametrize("script", ["launch/sweep.sh", "launch/tpu_vm.sh"])
+@pytest.mark.parametrize("script", ["launch/sweep.sh", "launch/tpu_vm.sh", "launch/bench_gpu.sh"])
 def test_launch_scripts_parse(script):
   assert _bash("-n", script).returncode == 0
   assert _bash(script, "--help").returncode == 0

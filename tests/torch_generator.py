@@ -113,7 +113,9 @@ class SelfAttention(nn.Module):
 
 def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0):
   half = dim // 2
-  freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+  freqs = torch.exp(
+    -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+  )
   args = t.float()[:, None] * freqs[None, :]
   emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
   return F.pad(emb, (0, dim % 2))
