@@ -87,35 +87,10 @@ def write_cohort(
     "cond_digest": _digest(cond, labels, rows),
     **identity,
   }
-  manifest = read_manifest(out_dir)
-  if manifest is None:
-    manifest = {**want, "shards": [], "complete": False}
-  # A cohort on disk is reused (finished, or resumed) only when it is the one asked for:
-  # every field that decides its content must agree; nothing on disk is touched otherwise.
-  missing = sorted(k for k in want if k not in manifest)
-  differing = fingerprints.differences({k: manifest[k] for k in want if k in manifest},
-                                       {k: v for k, v in want.items() if k in manifest})  # fmt: skip
-  if missing or differing:
-    what = []
-    if differing:
-      what.append("differs in " + ", ".join(differing))
-    if missing:
-      what.append(f"its manifest lacks {', '.join(missing)} (written by an older ecgjax)")
-    raise ConfigError(
-      f"{out_dir} holds a different cohort: {'; '.join(what)}; use another --out or remove it"
-    )
+  manifest = _manifest_for(out_dir, want)
   if notes is not None:
     manifest["notes"] = notes
-  on_disk = {
-    s["start"] for s in manifest["shards"] if os.path.isfile(os.path.join(out_dir, s["file"]))
-  }
-  starts = np.arange(0, n, shard_size)
-  # Process 0's view decides, and every process keeps the same manifest in memory (so all
-  # of them return the same `complete`), though only process 0 writes it.
-  missing = pipeline.process0_decides(np.array([s not in on_disk for s in starts]))
-  done = {int(s) for s in starts[~missing]}
-  manifest["shards"] = [s for s in manifest["shards"] if s["start"] in done]
-  todo = [int(s) for s in starts[missing]]
+  todo = _missing_shards(manifest, out_dir, n, shard_size)
   bar = tqdm(
     total=n,
     initial=n - sum(min(shard_size, n - s) for s in todo),
@@ -130,25 +105,14 @@ def write_cohort(
         break
       stop = min(n, start + shard_size)
       signals = np.asarray(generate_fn(cond[start:stop], start), np.float32)
-      name = f"shard_{start:08d}.npz"
-      if jax.process_index() == 0:
-        payload = dict(
-          signals=signals,
-          cond=cond[start:stop],
-          labels=labels[start:stop],
-          rows=rows[start:stop],
-          index=np.arange(start, stop),
-        )
-        atomic_write(
-          os.path.join(out_dir, name), lambda f, payload=payload: np.savez(f, **payload), mode="wb"
-        )
-      manifest["shards"] = sorted(
-        manifest["shards"] + [{"file": name, "start": start, "count": stop - start}],
-        key=lambda s: s["start"],
+      payload = dict(
+        signals=signals,
+        cond=cond[start:stop],
+        labels=labels[start:stop],
+        rows=rows[start:stop],
+        index=np.arange(start, stop),
       )
-      manifest["complete"] = sum(s["count"] for s in manifest["shards"]) == n
-      if jax.process_index() == 0:
-        atomic_write(os.path.join(out_dir, MANIFEST), lambda f: json.dump(manifest, f, indent=1))
+      _add_shard(manifest, out_dir, start, payload)
       made += stop - start
       bar.update(stop - start)
   finally:
@@ -162,6 +126,57 @@ def write_cohort(
     "samples_per_s": made / elapsed if made else None,
   }
   return manifest
+
+
+def _manifest_for(out_dir: str, want: dict) -> dict:
+  """The manifest in out_dir (a new one when there is none), provided it is the cohort
+  `want` describes: every field that decides its content must agree, or a ConfigError
+  names the fields and nothing on disk is touched."""
+  manifest = read_manifest(out_dir)
+  if manifest is None:
+    return {**want, "shards": [], "complete": False}
+  missing = sorted(k for k in want if k not in manifest)
+  differing = fingerprints.differences({k: manifest[k] for k in want if k in manifest},
+                                       {k: v for k, v in want.items() if k in manifest})  # fmt: skip
+  if missing or differing:
+    what = []
+    if differing:
+      what.append("differs in " + ", ".join(differing))
+    if missing:
+      what.append(f"its manifest lacks {', '.join(missing)} (written by an older ecgjax)")
+    raise ConfigError(
+      f"{out_dir} holds a different cohort: {'; '.join(what)}; use another --out or remove it"
+    )
+  return manifest
+
+
+def _missing_shards(manifest: dict, out_dir: str, n: int, shard_size: int) -> list[int]:
+  """The starts of the shards still to make; the manifest keeps only the shards on disk.
+  Process 0's view decides, and every process keeps the same manifest in memory (so all
+  of them return the same `complete`), though only process 0 writes it."""
+  on_disk = {
+    s["start"] for s in manifest["shards"] if os.path.isfile(os.path.join(out_dir, s["file"]))
+  }
+  starts = np.arange(0, n, shard_size)
+  missing = pipeline.process0_decides(np.array([s not in on_disk for s in starts]))
+  done = {int(s) for s in starts[~missing]}
+  manifest["shards"] = [s for s in manifest["shards"] if s["start"] in done]
+  return [int(s) for s in starts[missing]]
+
+
+def _add_shard(manifest: dict, out_dir: str, start: int, payload: dict) -> None:
+  """Writes one shard, then the manifest that lists it (process 0, each atomically)."""
+  name = f"shard_{start:08d}.npz"
+  if jax.process_index() == 0:
+    atomic_write(os.path.join(out_dir, name), lambda f: np.savez(f, **payload), mode="wb")
+  count = len(payload["index"])
+  manifest["shards"] = sorted(
+    manifest["shards"] + [{"file": name, "start": start, "count": count}],
+    key=lambda s: s["start"],
+  )
+  manifest["complete"] = sum(s["count"] for s in manifest["shards"]) == manifest["n"]
+  if jax.process_index() == 0:
+    atomic_write(os.path.join(out_dir, MANIFEST), lambda f: json.dump(manifest, f, indent=1))
 
 
 def generate_cohort(
