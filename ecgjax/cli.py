@@ -89,12 +89,18 @@ def _process_from_env() -> dict:
   return out
 
 
-def start() -> tuple:
+def start(evaluation: str | None = None) -> tuple:
   """Initialises multi-host JAX if asked or detected; returns (config, mesh).
 
+  evaluation: the registered evaluation the main runs (ecgjax/eval/registry.py); its
+  optional packages are checked first, so a missing one is refused before any work.
   Under several processes the workdir must be storage every process sees: process 0
   writes a marker into it and every other process must find it (`pipeline.check_shared_directory`).
   """
+  if evaluation is not None:
+    from ecgjax.eval import registry
+
+    registry.get(evaluation).require()
   want = _FLAGS.distributed == "on" or (_FLAGS.distributed == "auto" and _launched_multihost())
   if want:
     jax.distributed.initialize(**_process_from_env())

@@ -12,6 +12,7 @@ from absl import flags
 from ml_collections import ConfigDict, config_flags
 
 from ecgjax.errors import ConfigError
+from ecgjax.eval import registry as evaluations
 from ecgjax.generators import registry as generators
 from ecgjax.models.unet import UNET_MINI, UNET_PAPER
 from ecgjax.models.vae import VAE_MINI, VAE_PAPER
@@ -101,55 +102,10 @@ def get_config(preset: str = "mini") -> ConfigDict:
       crop_stride=125,
     )
   )
-  # Paper 002's Syn->Real experiments (docs/design.md §9; experiments/syn2real.py).
-  # mini: the two classes with real train positives in the embedded slice (AFIB 6, PVC 7;
-  # AFLT and WPW have none, so only their syn regime could run), lead II, caps 5 and all
-  # (the others equal `all` there), 4 epochs: 10 classifier runs per seed instead of 64.
-  c.syn2real = ConfigDict(
-    dict(
-      classes="AFIB,AFLT,PVC,WPW" if paper else "AFIB,PVC",  # each against NORM
-      # lead II alone (the paper's setting), then all 12 leads
-      leads="II,12" if paper else "II",
-      n_syn=10_000 if paper else 256,  # simulated training recordings, half positive
-      caps="5,10,20,50,all" if paper else "5,all",  # the reduced-positives sweep's counts
-      epochs=0 if paper else 4,  # each binary classifier's epochs; 0: classifier.epochs
-    )
-  )
-  # Augmentation with synthetic positives (paper 003 Table III; ecgjax/eval/augment.py).
-  c.augment = ConfigDict(dict(codes="AFIB,CRBBB,1AVB,CLBBB,PVC"))
-  # Mixtures and synthetic pre-training (paper 001; ecgjax/eval/transfer.py).
-  c.transfer = ConfigDict(
-    dict(
-      # mix_<r>: all real train records + r x as many synthetic ones
-      ratios="0.5,1,2" if paper else "1",
-      fractions="0.25,1" if not paper else "0.1,0.25,0.5,1",  # real subsets, scratch/finetune
-      # the synthetic-only / pre-training cohort; 0: tstr.n
-      n_synthetic=0 if paper else 512,
-    )
-  )
-  # Generator convergence (paper 003 Table IV; ecgjax/eval/convergence.py): TSTR with the
-  # U-Net's EMA weights at these steps, kept every keep_every steps while training.
-  c.convergence = ConfigDict(
-    dict(
-      steps="10000,25000,50000,100000" if paper else "500,1000,1500,2000",
-      keep_every=5000 if paper else 500,
-      n=0 if paper else 512,  # cohort size per step; 0: tstr.n
-    )
-  )
-  # The fidelity and privacy audit (ecgjax/eval/audit.py; experiments/audit.py).
-  c.audit = ConfigDict(
-    dict(
-      max_records=2000 if paper else 512,  # per candidate set; every set gets the same size
-      clinical_records=2000 if paper else 512,  # records measured with neurokit2, per set
-      min_class_records=20 if paper else 10,  # per-class clinical comparisons need this many
-      prdc_k=5,  # nearest neighbours of precision/recall/density/coverage
-      memorisation_quantile=0.05,  # of the test records' nearest-training-record distances
-      seed=0,  # the subsets
-    )
-  )
-  c.tstr = ConfigDict(
-    dict(n=8000 if paper else 1024, min_test_positives=1, n_boot=1000 if paper else 200)
-  )
+  # Each evaluation's own section (cfg.tstr, cfg.syn2real, cfg.augment, cfg.transfer,
+  # cfg.convergence, cfg.audit, ...), defined with its module (ecgjax/eval/registry.py).
+  for name, section in evaluations.config_sections(preset).items():
+    c[name] = section
   return c
 
 

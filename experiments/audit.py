@@ -51,7 +51,7 @@ def main(argv):
   del argv
   if (_COHORT.value is None) == (_POLICY.value is None):
     raise ConfigError("give exactly one of --cohort=DIR and --policy=NAME")
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="audit")
   ds = load_ptbxl(cli.data_dir())
   workdir = cli.workdir()
   kind = cfg.generator.kind

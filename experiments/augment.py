@@ -30,7 +30,7 @@ _SEEDS = flags.DEFINE_string(
 def main(argv):
   del argv
   seeds = tstr.parse_seeds(_SEEDS.value)
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="augment")
   ds = load_ptbxl(cli.data_dir())
   workdir = cli.workdir()
   pipeline_setup.ensure_generator(cfg, mesh, ds, workdir)

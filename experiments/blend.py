@@ -12,7 +12,7 @@ from absl import flags
 from ecgjax import cli, errors
 from ecgjax.data import load_ptbxl
 from ecgjax.errors import ConfigError
-from ecgjax.eval import pipeline_setup, tstr
+from ecgjax.eval import pipeline_setup, runs, tstr
 
 cli.define_flags()
 _FRACTIONS = flags.DEFINE_string(
@@ -23,13 +23,10 @@ _N = flags.DEFINE_integer("n", None, "Total training-set size; default: the pres
 
 
 def parse_fractions(text):
-  try:
-    fr = [float(f) for f in text.split(",") if f.strip()]
-  except ValueError:
-    raise ConfigError(f"--fractions={text!r}: expected comma-separated numbers in [0, 1]") from None
-  if not fr or any(not 0.0 <= f <= 1.0 for f in fr):
-    raise ConfigError(f"--fractions={text!r}: expected comma-separated numbers in [0, 1]")
-  return fr
+  return runs.parse_list(
+    text, float, flag="--fractions", expected="comma-separated numbers in [0, 1]",
+    ok=lambda f: 0.0 <= f <= 1.0,
+  )  # fmt: skip
 
 
 def main(argv):
@@ -37,11 +34,11 @@ def main(argv):
   fractions = parse_fractions(_FRACTIONS.value)
   seeds = tstr.parse_seeds(_SEEDS.value)
   n = tstr.check_n(_N.value)
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="blend")
   ds = load_ptbxl(cli.data_dir())
   # The real part is drawn without replacement: refuse, before any training, a fraction
   # whose real part the train folds cannot hold (not after the smaller fractions ran).
-  total = n or cfg.tstr.n
+  total = n or cfg.tstr.n  # what Harness.run draws
   n_train = int(ds.train_mask.sum())
   too_many = [f for f in fractions if round(f * total) > n_train]
   if too_many:
@@ -56,7 +53,7 @@ def main(argv):
   rows = []
   for f in fractions:
     for s in seeds:
-      record, skipped = harness.run(f"blend_{f:g}", s, n=n, kind="blend", real_fraction=f)
+      record, skipped = harness.run(f"blend_{f:g}", s, n=n, real_fraction=f)
       rows.append((record, skipped))
   tstr.print_table(rows)
 

@@ -29,7 +29,7 @@ _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds (draws and cla
 def main(argv):
   del argv
   seeds = tstr.parse_seeds(_SEEDS.value)
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="convergence")
   if cfg.generator.kind != "latent_diffusion":
     raise ConfigError(
       f"--config.generator.kind={cfg.generator.kind}: the convergence study follows the "

@@ -27,7 +27,7 @@ _SEEDS = flags.DEFINE_string("seeds", "0,1", "Comma-separated seeds (data subset
 def main(argv):
   del argv
   seeds = tstr.parse_seeds(_SEEDS.value)
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="syn2real")
   s = cfg.syn2real
   classes = syn2real.check_choice("classes", s.classes, syn2real.CLASSES)
   leads = syn2real.check_choice("leads", s.leads, tuple(syn2real.LEAD_SETTINGS))

@@ -27,7 +27,7 @@ _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds (subsets, draw
 def main(argv):
   del argv
   seeds = tstr.parse_seeds(_SEEDS.value)
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="transfer")
   settings = transfer.settings(cfg.transfer)
   ds = load_ptbxl(cli.data_dir())
   workdir = cli.workdir()

@@ -24,7 +24,7 @@ _SEEDS = flags.DEFINE_string("seeds", "0", "Comma-separated seeds of the synthet
 def main(argv):
   del argv
   seeds = tstr.parse_seeds(_SEEDS.value)
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="trts")
   ds = load_ptbxl(cli.data_dir())
   workdir = cli.workdir()
   pipeline_setup.ensure_generator(cfg, mesh, ds, workdir)

@@ -43,7 +43,7 @@ def main(argv):
   spec = policies.get(policy)
   seeds = tstr.parse_seeds(_SEEDS.value)
   n = tstr.check_n(_N.value)
-  cfg, mesh = cli.start()
+  cfg, mesh = cli.start(evaluation="tstr")
   ds = load_ptbxl(cli.data_dir())
   workdir = cli.workdir()
   if spec.source != policies.REAL:

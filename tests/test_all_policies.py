@@ -102,7 +102,7 @@ def test_report_over_all_policies(harness, finished):
 
 
 def test_blend_mixes_real_and_synthetic(harness):
-  record, skipped = harness.run("blend_0.25", 1, kind="blend", real_fraction=0.25)
+  record, skipped = harness.run("blend_0.25", 1, real_fraction=0.25)
   assert not skipped and record["real_fraction"] == 0.25 and record["n_train"] == N
   assert record["generator_budget"] == N - round(0.25 * N)  # only the synthetic part is generated
   path = os.path.join(harness.workdir, "blend", "frac_0.25", "seed_1", "metrics.json")

@@ -1,14 +1,19 @@
 """The evaluation interface (ecgjax/eval/runs.py, registry.py, report.py): one run layout,
 atomic results, skipping, and one report that renders every registered evaluation."""
 
+import importlib.util
 import json
 import os
 import warnings
 
 import pytest
+from ml_collections import ConfigDict
 
+from ecgjax import configs
 from ecgjax.errors import ConfigError
 from ecgjax.eval import registry, report, runs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -66,24 +71,81 @@ def test_collect_checks_fields_types_and_place(tmp_path):
 
 
 def test_a_new_evaluation_is_one_module_and_one_registry_entry(tmp_path, monkeypatch):
-  """Registered at run time, the report finds its runs and renders its section."""
+  """Registered at run time with its own config section: every preset carries the section,
+  its runs go through the engine (Run.execute: made once, skipped after, refused under
+  other settings) and the report finds its runs and renders its section."""
 
   def render(records, out):
     text = f"toy scores: {sorted(r['score'] for r in records)}"
     os.makedirs(out, exist_ok=True)
     return text, {}
 
-  toy = _toy(render)
-  monkeypatch.setitem(registry.EVALUATIONS, "toy", toy)
+  toy = runs.Evaluation(
+    name="toy",
+    title="A toy evaluation",
+    summary="for tests",
+    keys=("arm", "seed"),
+    subdir=lambda k: os.path.join(k["arm"], f"seed_{k['seed']}"),
+    required={"score": (int, float)},
+    render=render,
+    config=lambda preset: ConfigDict(dict(scale=0.5 if preset == "paper" else 0.25)),
+  )
+  monkeypatch.setattr(registry, "EVALUATIONS", dict(registry.EVALUATIONS))
+  registry.register(toy)
+  with pytest.raises(KeyError, match="already registered"):
+    registry.register(toy)
+  assert configs.get_config("paper").toy.scale == 0.5
+  cfg = configs.get_config("mini")
+  assert cfg.toy.scale == 0.25
   wd = str(tmp_path / "wd")
-  toy.run(wd, arm="a", seed=0).write({"score": 0.25})
-  toy.run(wd, arm="a", seed=1).write({"score": 0.75})
+  made = []
+
+  def step(cfg, seed):
+    def make(run):
+      made.append(seed)
+      os.makedirs(run.scratch("cohort"))
+      return {"score": cfg.toy.scale * (seed + 1)}
+
+    return toy.run(wd, arm="a", seed=seed).execute({"scale": cfg.toy.scale}, make, config=cfg)
+
+  for seed in (0, 2):
+    record, skipped = step(cfg, seed)
+    assert not skipped and record["score"] == 0.25 * (seed + 1)
+    assert record["config"]["toy"] == {"scale": 0.25} and record["code_version"]
+    assert record["identity"] == {"scale": 0.25}
+  assert sorted(os.listdir(os.path.join(wd, "toy", "a", "seed_0"))) == ["metrics.json"]
+  again, skipped = step(cfg, 0)
+  assert skipped and again["score"] == 0.25 and again["seed"] == 0
+  assert made == [0, 2]  # the rerun was skipped: make ran once per seed
+  other = configs.get_config("mini")
+  other.toy.scale = 1.0
+  with pytest.raises(ConfigError, match=r"seed_0/metrics.json was made with other settings.*scale"):
+    step(other, 0)
+  assert made == [0, 2]
   written = report.make_report(wd)
   with open(written["index.md"], encoding="utf-8") as f:
     index = f.read()
   assert "## A toy evaluation" in index and "toy scores: [0.25, 0.75]" in index
   with open(written["index.html"], encoding="utf-8") as f:
     assert "toy scores: [0.25, 0.75]" in f.read()
+
+
+def test_an_evaluation_missing_a_package_is_refused_before_any_work(monkeypatch):
+  """`require` names the missing package and how to install it, in one line; the audit
+  declares neurokit2, and every main of a registered evaluation checks it at start."""
+  real = importlib.util.find_spec
+  monkeypatch.setattr(
+    importlib.util, "find_spec", lambda name, *a: None if name == "neurokit2" else real(name, *a)
+  )
+  with pytest.raises(ConfigError) as e:
+    registry.get("audit").require()
+  assert str(e.value) == (
+    "the audit evaluation needs neurokit2, which is not installed: pip install -e '.[audit]'"
+  )
+  registry.get("tstr").require()  # needs nothing optional
+  for name in registry.EVALUATIONS:
+    with open(os.path.join(REPO, "experiments", f"{name}.py"), encoding="utf-8") as f:
+      assert f'cli.start(evaluation="{name}")' in f.read(), name
 
 
 def test_empty_workdir_is_an_error_naming_the_layouts(tmp_path):

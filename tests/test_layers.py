@@ -17,8 +17,8 @@ LAYERS = [
   {"metrics", "diffusion", "policies", "fidelity"},  # scores; DDPM/DDIM; policies; audit measures
   {"train"},  # training loops and checkpoints (classifier, VAE + U-Net)
   {"generators"},  # the generator interface and its kinds, the cohort writer
-  {"configs"},  # presets (each generator kind adds its section)
   {"eval"},  # TSTR harness, judge, report, plots
+  {"configs"},  # presets (each generator kind and each evaluation adds its section)
   {"cli"},  # flags shared by the mains
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -57,6 +57,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from ecgjax.data.signals import lead_stats, limb_residuals, standardise  # noqa: E402
@@ -115,12 +116,23 @@ class Audit:
   def run(self, name: str, signals: np.ndarray, labels: np.ndarray, *, about: dict) -> dict:
     """Audits one cohort ((n, 12, 1000) signals, (n, 71) labels); writes and returns the record.
     A finished audit of `name` is returned only when it audited these records with these
-    settings (runs.Run.done)."""
+    settings (runs.Run.execute)."""
     run = AUDIT.run(self.workdir, name=name)
-    identity = self.identity(signals, labels, about)
-    done = run.done(identity)
-    if done is not None:
-      return done
+    files: dict = {}
+    record, skipped = run.execute(
+      self.identity(signals, labels, about),
+      lambda run: self._measure(run, name, signals, labels, about, files),
+      config=self.acfg,
+      scratch=(),
+    )
+    if not skipped and jax.process_index() == 0:
+      text = to_markdown(record, files)
+      write_text(os.path.join(run.dir, "audit.md"), text)
+      write_text(os.path.join(run.dir, "audit.html"), html_page(f"audit: {name}", text))
+    return record
+
+  def _measure(self, run, name, signals, labels, about, files: dict) -> dict:
+    """The audit's own fields (its five stages); `files` gets the figures written."""
     t0 = time.perf_counter()
     a, ds = self.acfg, self.ds
     if signals.shape[1:] != ds.signals.shape[1:]:
@@ -211,19 +223,12 @@ class Audit:
       "embedding": embedding,
       "privacy": priv,
       "clinical": clin,
-      "config": self.acfg.to_dict(),
-      "code_version": runs.code_version(),
       "data_key": ds.content_key,
     }
-    files = self._figures(
-      run.dir, residuals, sets, target, clin_frames, privacy_fig, emb, emb_target
+    files.update(
+      self._figures(run.dir, residuals, sets, target, clin_frames, privacy_fig, emb, emb_target)
     )
     record["seconds"] = time.perf_counter() - t0
-    record = run.write(record, identity)
-    if jax.process_index() == 0:
-      text = to_markdown(record, files)
-      write_text(os.path.join(run.dir, "audit.md"), text)
-      write_text(os.path.join(run.dir, "audit.html"), html_page(f"audit: {name}", text))
     steps.update()
     steps.close()
     return record
@@ -422,10 +427,9 @@ def _f(v, digits=3, pct=False):
   return f"{100 * v:.{max(digits - 2, 1)}f} %" if pct else f"{v:.{digits}f}"
 
 
-def to_markdown(record: dict, files: dict | None = None) -> str:
-  rows = list(ROWS)
-  r = record
-  lines = [
+def _md_header(r: dict, rows: list[str]) -> list[str]:
+  """The title and what the sets are."""
+  return [
     f"# Audit: {r['name']}",
     "",
     f"Cohort: {r['about'].get('source', '?')}. Each candidate set has {r['n_per_set']} records; "
@@ -437,6 +441,11 @@ def to_markdown(record: dict, files: dict | None = None) -> str:
     "## Lead consistency (median residual, % of the limb leads' mean amplitude)",
     "",
   ]
+
+
+def _md_leads(r: dict, rows: list[str]) -> list[str]:
+  """Lead consistency: the median residual of each identity per set."""
+  lines = []
   res = r["lead_residuals"]
   df = pd.DataFrame(
     [
@@ -451,6 +460,12 @@ def to_markdown(record: dict, files: dict | None = None) -> str:
     ]
   )
   lines += [markdown(df), "![residuals](lead_residuals.png)", ""]
+  return lines
+
+
+def _md_amplitude(r: dict, rows: list[str]) -> list[str]:
+  """Amplitude: each lead's std against the test fold's."""
+  lines = []
   amp = r["amplitude"]
   df = pd.DataFrame(
     [
@@ -469,6 +484,12 @@ def to_markdown(record: dict, files: dict | None = None) -> str:
     markdown(df),
     "",
   ]
+  return lines
+
+
+def _md_embedding(r: dict, rows: list[str]) -> list[str]:
+  """Distribution distances in the judge's embedding."""
+  lines = []
   emb = r["embedding"]
   df = pd.DataFrame(
     [
@@ -505,6 +526,12 @@ def to_markdown(record: dict, files: dict | None = None) -> str:
     "![embedding](embedding_pca.png)",
     "",
   ]
+  return lines
+
+
+def _md_clinical(r: dict, rows: list[str]) -> list[str]:
+  """Clinical measurements (neurokit2), overall and per class."""
+  lines = []
   clin = r["clinical"]
   measures = list(clin["all"][SYNTHETIC])
   df = pd.DataFrame(
@@ -543,6 +570,12 @@ def to_markdown(record: dict, files: dict | None = None) -> str:
           }
         )
     lines += [markdown(pd.DataFrame(rows_pc)), ""]
+  return lines
+
+
+def _md_privacy(r: dict, rows: list[str]) -> list[str]:
+  """Memorisation and membership inference, then the examples figure."""
+  lines = []
   priv = r["privacy"]
   df = pd.DataFrame(
     [
@@ -578,6 +611,15 @@ def to_markdown(record: dict, files: dict | None = None) -> str:
     "![examples](examples.png)",
     "",
   ]
+  return lines
+
+
+def to_markdown(record: dict, files: dict | None = None) -> str:
+  """The audit's page: one section per measurement family (each a function above)."""
+  rows = list(ROWS)
+  lines = []
+  for section in (_md_header, _md_leads, _md_amplitude, _md_embedding, _md_clinical, _md_privacy):
+    lines += section(record, rows)
   return "\n".join(lines)
 
 
@@ -604,6 +646,24 @@ def render(records: list[dict], out: str) -> tuple[str, dict[str, str]]:
   return md, {}
 
 
+def config(preset: str) -> ConfigDict:
+  """cfg.audit: the records per candidate set (every set gets the same size), the records
+  measured with neurokit2 per set, the per-class minimum of the clinical comparisons, the
+  neighbours of precision/recall/density/coverage, the memorisation quantile (of the test
+  records' nearest-training-record distances) and the seed of the subsets."""
+  paper = preset == "paper"
+  return ConfigDict(
+    dict(
+      max_records=2000 if paper else 512,
+      clinical_records=2000 if paper else 512,
+      min_class_records=20 if paper else 10,
+      prdc_k=5,
+      memorisation_quantile=0.05,
+      seed=0,
+    )
+  )
+
+
 AUDIT = runs.Evaluation(
   name="audit",
   title="Fidelity and privacy audits",
@@ -612,6 +672,8 @@ AUDIT = runs.Evaluation(
   keys=("name",),
   subdir=lambda k: k["name"],
   result=RESULT,
+  requires={"neurokit2": "pip install -e '.[audit]'"},
   required={"name": str, "embedding": dict, "privacy": dict, "lead_residuals": dict},
   render=render,
+  config=config,
 )

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from ml_collections import ConfigDict
 
 from ecgjax.errors import ConfigError
 from ecgjax.eval import runs
@@ -36,9 +37,9 @@ ARMS = ("baseline", "double", "synthetic")
 
 
 def parse_codes(text: str, ds_codes, generator_codes=None) -> list[str]:
-  codes = [c.strip() for c in str(text).split(",") if c.strip()]
-  if not codes:
-    raise ConfigError("--config.augment.codes: give at least one code, e.g. AFIB,PVC")
+  codes = runs.parse_list(
+    text, flag="--config.augment.codes", expected="at least one code, e.g. AFIB,PVC"
+  )
   unknown = [c for c in codes if c not in ds_codes]
   if unknown:
     raise ConfigError(f"--config.augment.codes: unknown code(s) {', '.join(unknown)}")
@@ -56,55 +57,52 @@ def run(harness, codes: list[str], arm: str, seed: int) -> tuple[dict, bool]:
   """One arm for one seed on the TSTR harness; returns (record, finished earlier)."""
   if arm not in ARMS:
     raise ConfigError(f"augment arm {arm!r}: choose one of {', '.join(ARMS)}")
-  r = AUGMENT.run(harness.root, arm=arm, seed=seed)
   identity = {"codes": list(codes), **harness.settings(generator=arm == "synthetic")}
-  done = r.done(identity)
-  if done is not None:
-    return done, True
-  ds = harness.ds
-  cols = np.array([list(ds.codes).index(c) for c in codes])
-  tr = np.flatnonzero(ds.train_mask)
-  pos = tr[ds.labels[tr][:, cols].any(axis=1)]
-  t0 = time.perf_counter()
-  signals, labels = np.asarray(ds.signals[tr]), ds.labels[tr].astype(np.float32)
-  added = 0
-  if arm == "double" and len(pos):
-    signals = np.concatenate([signals, np.asarray(ds.signals[pos])])
-    labels = np.concatenate([labels, ds.labels[pos].astype(np.float32)])
-    added = len(pos)
-  elif arm == "synthetic" and len(pos):
-    out = r.scratch("cohort")
-    cohort.generate_cohort(
-      harness.generator, harness.mesh, ds.cond[pos], ds.labels[pos], pos, out, seed=seed,
-      progress=harness.progress,
-    )  # fmt: skip
-    made = cohort.read_cohort(out)
-    signals = np.concatenate([signals, made["signals"]])
-    labels = np.concatenate([labels, made["labels"].astype(np.float32)])
-    added = len(pos)
-  r.scratch("classifier")
-  t1 = time.perf_counter()
-  clf, summary = harness.fit_and_score(signals, labels, seed, r.dir, columns=cols)
-  te = ds.test_mask
-  record = {
-    "codes": codes,
-    "generator": harness.kind.name if arm == "synthetic" else None,
-    "n_train": int(len(signals)),
-    "n_added": int(added),
-    "train_positives": {c: int(ds.labels[tr][:, j].sum()) for c, j in zip(codes, cols)},
-    "test_positives": {c: int(ds.labels[te][:, j].sum()) for c, j in zip(codes, cols)},
-    "per_code_gmean": summary["per_code_gmean"],
-    "per_code_f1": summary["per_code_f1"],
-    "per_code_auroc": summary["per_code"],
-    "macro_auroc": summary["macro_auroc"],
-    "n_evaluable": summary["n_evaluable"],
-    "excluded_codes": summary["excluded_codes"],
-    "best_epoch": clf.best_epoch,
-    "config": harness.cfg.to_dict(),
-    "code_version": runs.code_version(),
-    "timings": {"data_s": t1 - t0, "classifier_s": time.perf_counter() - t1},
-  }
-  return r.write(record, identity), False
+
+  def make(r: runs.Run) -> dict:
+    ds = harness.ds
+    cols = np.array([list(ds.codes).index(c) for c in codes])
+    tr = np.flatnonzero(ds.train_mask)
+    pos = tr[ds.labels[tr][:, cols].any(axis=1)]
+    t0 = time.perf_counter()
+    signals, labels = np.asarray(ds.signals[tr]), ds.labels[tr].astype(np.float32)
+    added = 0
+    if arm == "double" and len(pos):
+      signals = np.concatenate([signals, np.asarray(ds.signals[pos])])
+      labels = np.concatenate([labels, ds.labels[pos].astype(np.float32)])
+      added = len(pos)
+    elif arm == "synthetic" and len(pos):
+      out = r.scratch("cohort")
+      cohort.generate_cohort(
+        harness.generator, harness.mesh, ds.cond[pos], ds.labels[pos], pos, out, seed=seed,
+        progress=harness.progress,
+      )  # fmt: skip
+      made = cohort.read_cohort(out)
+      signals = np.concatenate([signals, made["signals"]])
+      labels = np.concatenate([labels, made["labels"].astype(np.float32)])
+      added = len(pos)
+    t1 = time.perf_counter()
+    clf, summary = harness.fit_and_score(signals, labels, seed, r.dir, columns=cols)
+    te = ds.test_mask
+    return {
+      "codes": codes,
+      "generator": harness.kind.name if arm == "synthetic" else None,
+      "n_train": int(len(signals)),
+      "n_added": int(added),
+      "train_positives": {c: int(ds.labels[tr][:, j].sum()) for c, j in zip(codes, cols)},
+      "test_positives": {c: int(ds.labels[te][:, j].sum()) for c, j in zip(codes, cols)},
+      "per_code_gmean": summary["per_code_gmean"],
+      "per_code_f1": summary["per_code_f1"],
+      "per_code_auroc": summary["per_code"],
+      "macro_auroc": summary["macro_auroc"],
+      "n_evaluable": summary["n_evaluable"],
+      "excluded_codes": summary["excluded_codes"],
+      "best_epoch": clf.best_epoch,
+      "timings": {"data_s": t1 - t0, "classifier_s": time.perf_counter() - t1},
+    }
+
+  r = AUGMENT.run(harness.root, arm=arm, seed=seed)
+  return r.execute(identity, make, config=harness.cfg)
 
 
 def table(records: list[dict]) -> pd.DataFrame:
@@ -153,4 +151,5 @@ AUGMENT = runs.Evaluation(
   subdir=lambda k: os.path.join(k["arm"], f"seed_{k['seed']}"),
   required={"arm": str, "seed": int, "codes": list, "per_code_gmean": dict, "per_code_f1": dict},
   render=render,
+  config=lambda preset: ConfigDict(dict(codes="AFIB,CRBBB,1AVB,CLBBB,PVC")),
 )

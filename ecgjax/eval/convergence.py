@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,10 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 import pandas as pd  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 
 from ecgjax import policies  # noqa: E402
 from ecgjax.errors import CheckpointError, ConfigError  # noqa: E402
-from ecgjax.eval import runs  # noqa: E402
+from ecgjax.eval import runs, salts  # noqa: E402
 from ecgjax.eval.render import markdown, save_figure, to_csv, write_text  # noqa: E402
 from ecgjax.generators import cohort, latent_diffusion  # noqa: E402
 from ecgjax.train import generator as train_lib  # noqa: E402
@@ -38,15 +38,11 @@ STUDY_DIR = "convergence"
 
 
 def parse_steps(text: str) -> list[int]:
-  try:
-    steps = sorted({int(s) for s in str(text).split(",") if s.strip()})
-  except ValueError:
-    steps = []
-  if not steps or steps[0] <= 0:
-    raise ConfigError(
-      f"--config.convergence.steps={text!r}: expected comma-separated positive training steps"
-    )
-  return steps
+  steps = runs.parse_list(
+    text, int, flag="--config.convergence.steps",
+    expected="comma-separated positive training steps", ok=lambda s: s > 0,
+  )  # fmt: skip
+  return sorted(set(steps))
 
 
 def kept_steps(workdir: str) -> list[int]:
@@ -55,6 +51,19 @@ def kept_steps(workdir: str) -> list[int]:
   if not os.path.isdir(path):
     return []
   return sorted(int(s) for s in ocp.utils.checkpoint_steps(path))
+
+
+def config(preset: str) -> ConfigDict:
+  """cfg.convergence: TSTR with the U-Net's EMA weights at `steps`, kept every
+  `keep_every` steps while training; `n`: the cohort per step (0: tstr.n)."""
+  paper = preset == "paper"
+  return ConfigDict(
+    dict(
+      steps="10000,25000,50000,100000" if paper else "500,1000,1500,2000",
+      keep_every=5000 if paper else 500,
+      n=0 if paper else 512,
+    )
+  )
 
 
 def study_config(cfg):
@@ -94,56 +103,41 @@ def generator_workdir(cfg, mesh, ds, workdir: str, root: str, steps, *, progress
 def run(harness, gen_workdir: str, step: int, seed: int) -> tuple[dict, bool]:
   """TSTR with the generator at `step` for one seed; returns (record, finished earlier)."""
   h, cfg = harness, harness.cfg
-  r = CONVERGENCE.run(h.root, step=step, seed=seed)
+  # The generator's identity (its weights at `step`) is part of what a finished run is
+  # compared with, so it is loaded first.
   t0 = time.perf_counter()
   gen = latent_diffusion.load_at_step(cfg, h.ds, gen_workdir, step)
   n = int(cfg.convergence.n or cfg.tstr.n)
   identity = {"n": n, "generator": gen.identity, **h.settings()}
-  done = r.done(identity)
-  if done is not None:
-    return done, True
-  draw = policies.get("real_matched").fn(jax.random.PRNGKey(seed), h.table, n)
-  rows = np.asarray(h.table.ds_rows)[np.asarray(draw.rows)]
-  out = r.scratch("cohort")
-  cohort.generate_cohort(
-    gen, h.mesh, draw.cond, draw.labels, rows, out, seed=seed, progress=h.progress
-  )
-  made = cohort.read_cohort(out)
-  r.scratch("classifier")
-  t1 = time.perf_counter()
-  clf, summary = h.fit_and_score(made["signals"], made["labels"], seed, r.dir)
-  record = {
-    "samples_seen": int(step * cfg.train_unet.batch_size),
-    "generator": gen.identity["generator"],
-    "n_train": n,
-    "macro_auroc": summary["macro_auroc"],
-    "buckets": summary["buckets"],
-    "per_code": summary["per_code"],
-    "per_code_gmean": summary["per_code_gmean"],
-    "per_code_f1": summary["per_code_f1"],
-    "n_evaluable": summary["n_evaluable"],
-    "best_epoch": clf.best_epoch,
-    "config": cfg.to_dict(),
-    "code_version": runs.code_version(),
-    "timings": {"generate_s": t1 - t0, "classifier_s": time.perf_counter() - t1},
-  }
-  return r.write(record, identity), False
+
+  def make(r: runs.Run) -> dict:
+    draw = policies.get("real_matched").fn(salts.key(seed), h.table, n)
+    rows = np.asarray(h.table.ds_rows)[np.asarray(draw.rows)]
+    out = r.scratch("cohort")
+    cohort.generate_cohort(
+      gen, h.mesh, draw.cond, draw.labels, rows, out, seed=seed, progress=h.progress
+    )
+    made = cohort.read_cohort(out)
+    t1 = time.perf_counter()
+    clf, summary = h.fit_and_score(made["signals"], made["labels"], seed, r.dir)
+    return {
+      "samples_seen": int(step * cfg.train_unet.batch_size),
+      "generator": gen.identity["generator"],
+      "n_train": n,
+      **h.scored(summary, clf),
+      "per_code_gmean": summary["per_code_gmean"],
+      "per_code_f1": summary["per_code_f1"],
+      "timings": {"generate_s": t1 - t0, "classifier_s": time.perf_counter() - t1},
+    }
+
+  return CONVERGENCE.run(h.root, step=step, seed=seed).execute(identity, make, config=cfg)
 
 
 def table(records: list[dict]) -> pd.DataFrame:
   rows = []
   for step in sorted({r["step"] for r in records}):
     rs = [r for r in records if r["step"] == step]
-    m = runs.mean_std(r["macro_auroc"] for r in rs)
-    row = {
-      "step": step,
-      "samples seen": rs[0]["samples_seen"],
-      "macro AUROC": runs.fmt_mean_std(*m, digits=4),
-    }
-    for b in ("common", "moderate", "rare"):
-      row[b] = runs.fmt_mean_std(*runs.mean_std(r["buckets"].get(b) for r in rs), digits=4)
-    row["seeds"] = m[2]
-    rows.append(row)
+    rows.append({"step": step, "samples seen": rs[0]["samples_seen"], **runs.auroc_cells(rs)})
   return pd.DataFrame(rows)
 
 
@@ -192,4 +186,5 @@ CONVERGENCE = runs.Evaluation(
   subdir=lambda k: os.path.join(f"step_{k['step']}", f"seed_{k['seed']}"),
   required={"step": int, "seed": int, "macro_auroc": (int, float), "buckets": dict},
   render=render,
+  config=config,
 )

@@ -18,6 +18,15 @@ the others (`results_root`). `Run` is the contract every evaluation follows:
   resumption (a cohort, classifier checkpoints); removed once the run is written.
 - `run.write(record)`: process 0 writes the record atomically, with the
   evaluation's name and the run's keys added, then removes the scratch.
+- `run.execute(identity, make, config=cfg)`: the one sequence every evaluation's
+  run step goes through: the finished record if one was made with `identity`
+  (an error if it was made otherwise), else the scratch directories, `make(run)`
+  for the evaluation's own fields, then the config, code version and seconds
+  added and the record written. Evaluations differ only in `make`.
+
+An evaluation may carry its config section (`config(preset)`, added to every
+preset by ecgjax/configs.py under the evaluation's name) and the optional
+packages it needs (`requires`; `require()` refuses before any work).
 
 `collect(root, evaluation)` finds every finished run of an evaluation below a
 root; a file that is not JSON, lacks a required field or sits in a directory
@@ -28,11 +37,13 @@ its keys do not name (a copy in the wrong place) is skipped with a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
 import shutil
 import subprocess
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -95,6 +106,21 @@ class Evaluation:
   render: Callable[[list[dict], str], tuple[str, dict[str, str]]] | None = None
   # Extra checks of a record read back (raise ValueError naming the problem).
   validate: Callable[[dict], None] | None = None
+  # config(preset) -> the evaluation's config section (cfg.<name>), or None for none.
+  config: Callable[[str], Any] | None = None
+  # Optional packages the evaluation needs: {import name: what installs it}.
+  requires: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  def require(self) -> None:
+    """Raises ConfigError (one line) when a package the evaluation needs is missing."""
+    from ecgjax.errors import ConfigError
+
+    missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+    if missing:
+      how = "; ".join(sorted({self.requires[m] for m in missing}))
+      raise ConfigError(
+        f"the {self.name} evaluation needs {', '.join(missing)}, which is not installed: {how}"
+      )
 
   def run(self, root: str, **keys) -> Run:
     missing = [k for k in self.keys if k not in keys]
@@ -134,6 +160,30 @@ class Run:
     path = os.path.join(self.dir, name)
     self._scratch.append(path)
     return path
+
+  def execute(
+    self,
+    identity: dict,
+    make: Callable[[Run], dict],
+    *,
+    config=None,
+    scratch: tuple[str, ...] = ("classifier",),
+  ) -> tuple[dict, bool]:
+    """The run step (module docstring): (the record, whether it was finished earlier).
+
+    make(run) returns the evaluation's own fields; it may add scratch directories of its
+    own (run.scratch). config: the ConfigDict the run was made with, recorded whole."""
+    done = self.done(identity)
+    if done is not None:
+      return done, True
+    for name in scratch:
+      self.scratch(name)
+    t0 = time.perf_counter()
+    record = dict(make(self))
+    record["config"] = None if config is None else config.to_dict()
+    record["code_version"] = code_version()
+    record.setdefault("seconds", time.perf_counter() - t0)
+    return self.write(record, identity), False
 
   def write(self, record: dict, identity: dict | None = None) -> dict:
     """Writes the record (process 0, atomically) with its identity (see `done`) and
@@ -232,10 +282,40 @@ def mean_std(values, ddof: int = 1) -> tuple[float, float, int]:
   return mean, std, int(v.size)
 
 
-def fmt_mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:
-  """`0.812 ± 0.010` over several values, a bare mean for one, n/a for none."""
-  if n == 0 or not math.isfinite(mean):
+def fmt_mean_std(
+  mean: float, std: float, n: int, digits: int = 3, std_digits: int | None = None, sep=" ± "
+) -> str:
+  """`0.812 ± 0.010` over several values, a bare mean for one (its sd is NaN), n/a for
+  none; the one mean ± sd formatter of every table."""
+  if n == 0 or mean is None or not math.isfinite(mean):
     return "n/a"
-  if n > 1 and math.isfinite(std):
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+  if n > 1 and std is not None and math.isfinite(std):
+    return f"{mean:.{digits}f}{sep}{std:.{digits if std_digits is None else std_digits}f}"
   return f"{mean:.{digits}f}"
+
+
+def auroc_cells(records: list[dict], digits: int = 4) -> dict:
+  """Table cells of scored runs: macro AUROC and each prevalence bucket as mean ± sd over
+  the records, and their count ("seeds")."""
+  m = mean_std(r["macro_auroc"] for r in records)
+  row = {"macro AUROC": fmt_mean_std(*m, digits=digits)}
+  for b in ("common", "moderate", "rare"):
+    row[b] = fmt_mean_std(*mean_std(r["buckets"].get(b) for r in records), digits=digits)
+  row["seeds"] = m[2]
+  return row
+
+
+def parse_list(text, convert=str, *, flag: str, expected: str, ok=None) -> list:
+  """The one comma-separated list parser: '0, 1,2' -> [convert(item), ...] (blank items
+  dropped). An empty list, an item `convert` rejects or one `ok` refuses is a ConfigError
+  naming the flag and what was expected."""
+  from ecgjax.errors import ConfigError
+
+  items = [p.strip() for p in str(text).split(",") if p.strip()]
+  try:
+    values = [convert(p) for p in items]
+  except (TypeError, ValueError):
+    values = None
+  if not values or (ok is not None and not all(ok(v) for v in values)):
+    raise ConfigError(f"{flag}={text!r}: expected {expected}")
+  return values

@@ -33,12 +33,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score  # noqa: E402
 
 from ecgjax import fileio, fingerprints, generators  # noqa: E402
 from ecgjax.errors import ConfigError  # noqa: E402
-from ecgjax.eval import runs  # noqa: E402
+from ecgjax.eval import runs, salts  # noqa: E402
 from ecgjax.eval.render import markdown  # noqa: E402
+from ecgjax.eval.tstr import Harness  # noqa: E402
 from ecgjax.models.embeddings import NUM_LABELS  # noqa: E402
 from ecgjax.train import classifier as clf_lib  # noqa: E402
 
@@ -58,33 +60,17 @@ def _subdir(k) -> str:
 
 def parse_caps(text: str) -> list[int | str]:
   """'5,10,20,50,all' -> [5, 10, 20, 50, 'all']."""
-  caps: list[int | str] = []
-  for part in (p.strip() for p in str(text).split(",") if p.strip()):
-    if part == ALL:
-      caps.append(ALL)
-      continue
-    try:
-      value = int(part)
-    except ValueError:
-      value = 0
-    if value <= 0:
-      raise ConfigError(
-        f"--config.syn2real.caps={text!r}: positive integers or 'all', comma-separated"
-      )
-    caps.append(value)
-  if not caps:
-    raise ConfigError(f"--config.syn2real.caps={text!r}: give at least one count (or 'all')")
-  return caps
+  return runs.parse_list(
+    text, lambda p: p if p == ALL else int(p), flag="--config.syn2real.caps",
+    expected="positive integers or 'all', comma-separated", ok=lambda c: c == ALL or c > 0,
+  )  # fmt: skip
 
 
 def check_choice(name: str, values, allowed) -> list[str]:
-  values = [v.strip() for v in str(values).split(",") if v.strip()]
-  bad = [v for v in values if v not in allowed]
-  if bad or not values:
-    raise ConfigError(
-      f"--config.syn2real.{name}={','.join(values)!r}: choose from {', '.join(allowed)}"
-    )
-  return values
+  return runs.parse_list(
+    values, flag=f"--config.syn2real.{name}", expected=f"some of {', '.join(allowed)}",
+    ok=lambda v: v in allowed,
+  )  # fmt: skip
 
 
 def binary_rows(ds, code: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,15 +122,19 @@ def synthetic_cond(ds, code: str, n: int, seed: int) -> tuple[np.ndarray, np.nda
 
 
 class Syn2Real:
+  """The Syn-to-Real runs on one shared context: the TSTR harness's classifier path
+  (`Harness.fit`, the same training and prediction as TSTR), the simulator, and the
+  binary splits of each class."""
+
   def __init__(self, cfg, mesh, ds, workdir: str, *, progress: bool = True):
-    self.cfg, self.mesh, self.ds, self.progress = cfg, mesh, ds, progress
+    self.cfg, self.mesh, self.ds = cfg, mesh, ds
+    self.h = Harness(cfg, mesh, ds, workdir, progress=progress)
     # The classifier every run trains: the classifier section, with syn2real.epochs when
     # it is set (> 0).
     self.ccfg = cfg.classifier.copy_and_resolve_references()
     if int(cfg.syn2real.get("epochs", 0) or 0) > 0:
       self.ccfg.epochs = int(cfg.syn2real.epochs)
     self.root = workdir
-    self.dir = SYN2REAL.directory(workdir)
     self.sim = generators.get("simulator").load(cfg, ds, workdir)
     if self.sim.sampling_rate != 100:
       raise ConfigError("syn2real trains on 100 Hz signals: use the simulator's sampling_rate=100")
@@ -172,34 +162,23 @@ class Syn2Real:
       self.root, leads=leads, **{"class": code}, regime=regime, cap=cap, seed=seed
     )
 
-  def run_dir(self, leads: str, code: str, regime: str, seed: int, cap=None) -> str:
-    return self._run(leads, code, regime, seed, cap).dir
-
   def _signals(self, rows, leads):
     return np.asarray(self.ds.signals[rows])[:, list(LEAD_SETTINGS[leads])]
 
-  def _fit(self, train_x, train_y, seed, run_dir, *, init=None, desc=""):
-    va_rows, va_y = self._val
-    n_pos = float(train_y.sum())
-    pos_weight = np.array([(len(train_y) - n_pos) / n_pos], np.float32) if n_pos else None
-    return clf_lib.train_classifier(
-      self.ccfg,
-      train_x,
-      train_y[:, None],
-      self._signals(va_rows, self._leads),
-      va_y[:, None],
-      mesh=self.mesh,
-      ckpt_dir=os.path.join(run_dir, "classifier"),
-      seed=seed,
-      progress=self.progress,
-      desc=desc,
-      pos_weight=pos_weight,
-      init_variables=init,
-    )
+  def _fit(self, run, x, y, seed, leads: str, code: str, *, init=None, desc=""):
+    """A binary classifier of `code` against NORM on (x, y), its epoch picked on the real
+    validation fold of the same leads; positives weighted n_neg / n_pos."""
+    va_rows, va_y = self.splits[code]["val"]
+    n_pos = float(y.sum())
+    pos_weight = np.array([(len(y) - n_pos) / n_pos], np.float32) if n_pos else None
+    return self.h.fit(
+      x, y[:, None], seed, run.dir, val=(self._signals(va_rows, leads), va_y[:, None]),
+      classifier=self.ccfg, init=init, pos_weight=pos_weight, desc=desc,
+    )  # fmt: skip
 
   def identity(self) -> dict:
     """What decides a run's record besides its keys (the run's directory): a finished run
-    is reused only when this agrees (runs.Run.done)."""
+    is reused only when this agrees (runs.Run.execute)."""
     return {
       "classifier": fingerprints.describe(self.ccfg),
       "n_syn": int(self.cfg.syn2real.n_syn),
@@ -207,27 +186,26 @@ class Syn2Real:
       "data_key": self.ds.content_key,
     }
 
-  def _finish(self, run: runs.Run, record: dict) -> dict:
-    run.scratch("classifier")
-    return run.write(record, self.identity())
-
   def syn_model(self, leads: str, code: str, seed: int):
-    """The `syn` run (trained and exported once; later calls load it) and its record."""
+    """The `syn` run: (its record, finished earlier, model()) where model() gives its
+    classifier (trained and exported once; loaded from the export afterwards)."""
     run = self._run(leads, code, "syn", seed)
-    run_dir = run.dir
-    model_dir = os.path.join(run_dir, "model")
-    record = run.done(self.identity())
-    if record is not None and os.path.isdir(model_dir):
-      return clf_lib.load(model_dir, self.ccfg)[0], record
-    n = int(self.cfg.syn2real.n_syn)
-    cond, y = synthetic_cond(self.ds, code, n, seed)
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), CLASSES.index(code) + 1)
-    signals = self.sim.generate(cond, key, mesh=self.mesh)[:, list(LEAD_SETTINGS[leads])]
-    clf = self._fit(signals, y, seed, run_dir, desc=f"syn {code} lead {leads}")
-    if jax.process_index() == 0:
-      clf_lib.export(model_dir, clf, self.ccfg)
-    record = self._record(leads, code, "syn", seed, None, clf, n_train=n, n_train_pos=n // 2)
-    return clf, self._finish(run, record)
+    model_dir = os.path.join(run.dir, "model")
+    trained = {}
+
+    def make(run: runs.Run) -> dict:
+      n = int(self.cfg.syn2real.n_syn)
+      cond, y = synthetic_cond(self.ds, code, n, seed)
+      key = salts.key(seed, salts.SYN2REAL_CLASS + CLASSES.index(code))
+      signals = self.sim.generate(cond, key, mesh=self.mesh)[:, list(LEAD_SETTINGS[leads])]
+      clf = self._fit(run, signals, y, seed, leads, code, desc=f"syn {code} lead {leads}")
+      if jax.process_index() == 0:
+        clf_lib.export(model_dir, clf, self.ccfg)
+      trained["clf"] = clf
+      return self._record(leads, code, "syn", seed, None, clf, n_train=n, n_train_pos=n // 2)
+
+    record, skipped = run.execute(self.identity(), make, config=self.cfg)
+    return record, skipped, lambda: trained.get("clf") or clf_lib.load(model_dir, self.ccfg)[0]
 
   def _record(self, leads, code, regime, seed, cap, clf, *, n_train, n_train_pos, note=None):
     te_rows, te_y = self.splits[code]["test"]
@@ -252,51 +230,42 @@ class Syn2Real:
 
   def run(self, leads: str, code: str, regime: str, seed: int, cap=ALL) -> tuple[dict, bool]:
     """One run; returns (record, finished earlier)."""
-    self._leads = leads
-    self._val = self.splits[code]["val"]
     if regime == "syn":
-      done = self._run(leads, code, "syn", seed).done(self.identity())
-      if done is not None:
-        return done, True
-      return self.syn_model(leads, code, seed)[1], False
+      return self.syn_model(leads, code, seed)[:2]
     tr_rows, tr_y = self.splits[code]["train"]
     rows, y = cap_positives(tr_rows, tr_y, cap, seed)
     # A cap at or above the available positives is the `all` run: reuse it.
     effective = ALL if cap == ALL or cap >= int(tr_y.sum()) else cap
-    run = self._run(leads, code, regime, seed, effective)
-    run_dir = run.dir
-    done = run.done(self.identity())
-    if done is not None:
-      return {**done, "cap": cap}, True
-    n_pos = int(y.sum())
-    if n_pos == 0:
-      note = "not run: no real positive in the train folds"
-      record = self._record(
-        leads, code, regime, seed, effective, None, n_train=len(y), n_train_pos=0, note=note
+
+    def make(run: runs.Run) -> dict:
+      n_pos = int(y.sum())
+      if n_pos == 0:
+        note = "not run: no real positive in the train folds"
+        return self._record(
+          leads, code, regime, seed, effective, None, n_train=len(y), n_train_pos=0, note=note
+        )
+      init = None
+      if regime == "syn_real":
+        init = self.syn_model(leads, code, seed)[2]().variables
+      x = self._signals(rows, leads)
+      clf = self._fit(run, x, y, seed, leads, code, init=init, desc=f"{regime} {code} lead {leads}")
+      return self._record(
+        leads, code, regime, seed, effective, clf, n_train=len(y), n_train_pos=n_pos
       )
-      return self._finish(run, record), False
-    init = None
-    if regime == "syn_real":
-      init = self.syn_model(leads, code, seed)[0].variables
-      self._leads, self._val = leads, self.splits[code]["val"]
-    clf = self._fit(
-      self._signals(rows, leads), y, seed, run_dir, init=init, desc=f"{regime} {code} lead {leads}"
-    )
-    record = self._record(
-      leads, code, regime, seed, effective, clf, n_train=len(y), n_train_pos=n_pos
-    )
-    return {**self._finish(run, record), "cap": cap}, False
+
+    run = self._run(leads, code, regime, seed, effective)
+    record, skipped = run.execute(self.identity(), make, config=self.cfg)
+    return {**record, "cap": cap}, skipped
 
 
-def _mean_std(values) -> tuple[float | None, float | None, int]:
-  v = np.array([x for x in values if x is not None], float)
-  if not len(v):
-    return None, None, 0
-  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+def _mean(values) -> float | None:
+  """The mean of the defined values (None where there is none)."""
+  m, _, n = runs.mean_std(values)
+  return m if n else None
 
 
-def _fmt(mean, std, n) -> str:
-  return "n/a" if mean is None else f"{mean:.3f} ± {std:.3f}" + ("" if n > 1 else " (1 seed)")
+def _fmt(values) -> str:
+  return runs.fmt_mean_std(*runs.mean_std(values))
 
 
 def _gain(synreal, real):
@@ -321,9 +290,9 @@ def summary(records: list[dict]) -> pd.DataFrame:
         if key(r) == (leads, code) and r["regime"] == regime and r["cap"] in (None, ALL)
       ]  # fmt: skip
       for metric in ("f1", "auprc"):
-        m, s, n = _mean_std(r["test"][metric] for r in sel)
-        means[(regime, metric)] = m
-        row[f"{regime} {metric}"] = _fmt(m, s, n)
+        values = [r["test"][metric] for r in sel]
+        means[(regime, metric)] = _mean(values)
+        row[f"{regime} {metric}"] = _fmt(values)
       notes = {r["note"] for r in sel if r.get("note")}
       if notes:
         row[f"{regime} note"] = "; ".join(sorted(notes))
@@ -366,8 +335,8 @@ def sweep(records: list[dict], caps) -> pd.DataFrame:
           "seeds": len(sel["real"]),
         }
         for metric in ("f1", "auprc"):
-          real = _mean_std(r["test"][metric] for r in sel["real"])[0]
-          synreal = _mean_std(r["test"][metric] for r in sel["syn_real"])[0]
+          real = _mean(r["test"][metric] for r in sel["real"])
+          synreal = _mean(r["test"][metric] for r in sel["syn_real"])
           gain = _gain(synreal, real)
           row[f"real {metric}"], row[f"syn_real {metric}"] = real, synreal
           row[f"gain {metric} %"] = None if gain is None else 100 * gain
@@ -477,6 +446,23 @@ def render(records: list[dict], out: str) -> tuple[str, dict[str, str]]:
   return md, written
 
 
+def config(preset: str) -> ConfigDict:
+  """cfg.syn2real. mini: the two classes with real train positives in the embedded slice
+  (AFIB 6, PVC 7; AFLT and WPW have none, so only their syn regime could run), lead II,
+  caps 5 and all (the others equal `all` there), 4 epochs: 10 classifier runs per seed
+  instead of 64."""
+  paper = preset == "paper"
+  return ConfigDict(
+    dict(
+      classes="AFIB,AFLT,PVC,WPW" if paper else "AFIB,PVC",  # each against NORM
+      leads="II,12" if paper else "II",  # lead II alone (the paper's setting), all 12 leads
+      n_syn=10_000 if paper else 256,  # simulated training recordings, half positive
+      caps="5,10,20,50,all" if paper else "5,all",  # the reduced-positives sweep's counts
+      epochs=0 if paper else 4,  # each binary classifier's epochs; 0: classifier.epochs
+    )
+  )
+
+
 SYN2REAL = runs.Evaluation(
   name="syn2real",
   title="Syn-to-Real (paper 002)",
@@ -485,4 +471,5 @@ SYN2REAL = runs.Evaluation(
   subdir=_subdir,
   required={"leads": str, "class": str, "regime": str, "seed": int, "test": dict},
   render=render,
+  config=config,
 )

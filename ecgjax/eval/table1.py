@@ -26,7 +26,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from ecgjax.data import table  # noqa: E402
 from ecgjax.eval.render import save_figure, to_csv, write_text  # noqa: E402
-from ecgjax.eval.runs import mean_std  # noqa: E402
+from ecgjax.eval.runs import fmt_mean_std, mean_std  # noqa: E402
 from ecgjax.policies import registry  # noqa: E402
 
 # Table 1's rows, grouped by failure mode (paper section 5), in the paper's order:
@@ -102,11 +102,7 @@ def blend_table(blend_runs: list[dict]) -> pd.DataFrame:
 
 def format_macro(mean: float, std: float, seeds: int) -> str:
   """`0.8845±0.012` over several seeds, a bare `0.9070` for one (paper, Table 1)."""
-  if not math.isfinite(mean):
-    return "n/a"
-  if seeds > 1 and math.isfinite(std):
-    return f"{mean:.4f}±{std:.3f}"
-  return f"{mean:.4f}"
+  return fmt_mean_std(mean, std, seeds, digits=4, std_digits=3, sep="±")
 
 
 def _synth_best(df: pd.DataFrame) -> dict[str, object]:

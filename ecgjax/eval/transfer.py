@@ -20,26 +20,23 @@ keeps its model (model/).
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import numpy as np
 import pandas as pd
+from ml_collections import ConfigDict
 
 from ecgjax.errors import ConfigError
-from ecgjax.eval import runs
+from ecgjax.eval import runs, salts
 from ecgjax.eval.render import markdown, to_csv, write_text
 from ecgjax.train import classifier as clf_lib
 
 
 def _numbers(text: str, name: str, ok, span: str) -> list[float]:
-  try:
-    vals = [float(v) for v in str(text).split(",") if v.strip()]
-  except ValueError:
-    vals = []
-  if not vals or not all(ok(v) for v in vals):
-    raise ConfigError(f"--config.transfer.{name}={text!r}: expected comma-separated numbers {span}")
-  return vals
+  return runs.parse_list(
+    text, float, flag=f"--config.transfer.{name}", expected=f"comma-separated numbers {span}",
+    ok=ok,
+  )  # fmt: skip
 
 
 def settings(tcfg) -> list[str]:
@@ -62,8 +59,8 @@ class Transfer:
 
   def _synthetic(self, r: runs.Run, n: int, seed: int, salt: int):
     """A real_matched cohort of n generated ECGs in the run's scratch."""
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), salt)
-    signals, labels, _ = self.h.draw_signals("real_matched", key, n, r.dir, seed)
+    r.scratch("cohort")
+    signals, labels, _ = self.h.draw_signals("real_matched", salts.key(seed, salt), n, r.dir, seed)
     return signals, labels
 
   def _real(self, fraction: float, seed: int) -> np.ndarray:
@@ -74,21 +71,24 @@ class Transfer:
     return np.sort(np.random.default_rng(seed).choice(rows, size=k, replace=False))
 
   def pretrained(self, seed: int):
-    """The `synthetic` run's classifier (trained and exported once) and its record."""
+    """The `synthetic` run's classifier (trained and exported once; later calls load it),
+    its record and whether it was finished earlier."""
     r = TRANSFER.run(self.h.root, setting="synthetic", seed=seed)
     model_dir = os.path.join(r.dir, "model")
-    done = r.done(self.identity("synthetic"))
-    if done is not None and os.path.isdir(model_dir):
-      return clf_lib.load(model_dir, self.h.cfg.classifier)[0], done, True
-    n = int(self.tcfg.n_synthetic or self.h.cfg.tstr.n)
-    t0 = time.perf_counter()
-    r.scratch("cohort")
-    signals, labels = self._synthetic(r, n, seed, 1)
-    clf, summary = self._fit(r, signals, labels, seed)
-    if jax.process_index() == 0:
-      clf_lib.export(model_dir, clf, self.h.cfg.classifier)
-    record = self._record(summary, clf, n_real=0, n_synthetic=n, init=None, t0=t0)
-    return clf, r.write(record, self.identity("synthetic")), False
+    trained = {}
+
+    def make(r: runs.Run) -> dict:
+      n = int(self.tcfg.n_synthetic or self.h.cfg.tstr.n)
+      signals, labels = self._synthetic(r, n, seed, salts.TRANSFER_PRETRAIN)
+      clf, summary = self.h.fit_and_score(signals, labels, seed, r.dir)
+      if jax.process_index() == 0:
+        clf_lib.export(model_dir, clf, self.h.cfg.classifier)
+      trained["clf"] = clf
+      return self._record(summary, clf, n_real=0, n_synthetic=n, init=None)
+
+    record, skipped = r.execute(self.identity("synthetic"), make, config=self.h.cfg)
+    clf = trained.get("clf") or clf_lib.load(model_dir, self.h.cfg.classifier)[0]
+    return clf, record, skipped
 
   def identity(self, setting: str) -> dict:
     """What decides a setting's record besides its directory: the harness's settings
@@ -100,64 +100,62 @@ class Transfer:
       **self.h.settings(generator=synthetic),
     }
 
-  def _fit(self, r, signals, labels, seed, init=None):
-    r.scratch("classifier")
-    return self.h.fit_and_score(signals, labels, seed, r.dir, init=init)
-
-  def _record(self, summary, clf, *, n_real, n_synthetic, init, t0) -> dict:
+  def _record(self, summary, clf, *, n_real, n_synthetic, init) -> dict:
     return {
       "n_real": int(n_real),
       "n_synthetic": int(n_synthetic),
       "init": init,
       "generator": self.h.kind.name,
       "codes": self.h.codes,
-      "macro_auroc": summary["macro_auroc"],
-      "buckets": summary["buckets"],
-      "per_code": summary["per_code"],
-      "n_evaluable": summary["n_evaluable"],
-      "best_epoch": clf.best_epoch,
-      "config": self.h.cfg.to_dict(),
-      "code_version": runs.code_version(),
-      "seconds": time.perf_counter() - t0,
+      **self.h.scored(summary, clf),
     }
 
   def run(self, setting: str, seed: int) -> tuple[dict, bool]:
     if setting == "synthetic":
       _, record, skipped = self.pretrained(seed)
       return record, skipped
-    r = TRANSFER.run(self.h.root, setting=setting, seed=seed)
-    done = r.done(self.identity(setting))
-    if done is not None:
-      return done, True
-    kind, value = setting.rsplit("_", 1)
+    family, value = setting.rsplit("_", 1)
+    if family not in ("scratch", "finetune", "mix"):
+      raise ConfigError(f"unknown transfer setting {setting!r}")
     value = float(value)
     ds = self.h.ds
-    t0 = time.perf_counter()
-    if kind in ("scratch", "finetune"):
-      rows = self._real(value, seed)
-      signals, labels = np.asarray(ds.signals[rows]), ds.labels[rows].astype(np.float32)
-      init = None
-      if kind == "finetune":
-        init = self.pretrained(seed)[0].variables
-      clf, summary = self._fit(r, signals, labels, seed, init=init)
-      record = self._record(
-        summary, clf, n_real=len(rows), n_synthetic=0,
-        init="synthetic" if init is not None else None, t0=t0,
-      )  # fmt: skip
-    elif kind == "mix":
+
+    def make(r: runs.Run) -> dict:
+      if family in ("scratch", "finetune"):
+        rows = self._real(value, seed)
+        signals, labels = np.asarray(ds.signals[rows]), ds.labels[rows].astype(np.float32)
+        init = self.pretrained(seed)[0].variables if family == "finetune" else None
+        clf, summary = self.h.fit_and_score(signals, labels, seed, r.dir, init=init)
+        return self._record(
+          summary, clf, n_real=len(rows), n_synthetic=0,
+          init="synthetic" if init is not None else None,
+        )  # fmt: skip
       rows = self.train_rows
       n_syn = int(round(value * len(rows)))
-      r.scratch("cohort")
-      syn, syn_labels = self._synthetic(r, n_syn, seed, 2)
+      syn, syn_labels = self._synthetic(r, n_syn, seed, salts.TRANSFER_MIX)
       signals = np.concatenate([np.asarray(ds.signals[rows]), syn])
       labels = np.concatenate(
         [ds.labels[rows].astype(np.float32), np.asarray(syn_labels, np.float32)]
       )
-      clf, summary = self._fit(r, signals, labels, seed)
-      record = self._record(summary, clf, n_real=len(rows), n_synthetic=n_syn, init=None, t0=t0)
-    else:
-      raise ConfigError(f"unknown transfer setting {setting!r}")
-    return r.write(record, self.identity(setting)), False
+      clf, summary = self.h.fit_and_score(signals, labels, seed, r.dir)
+      return self._record(summary, clf, n_real=len(rows), n_synthetic=n_syn, init=None)
+
+    r = TRANSFER.run(self.h.root, setting=setting, seed=seed)
+    return r.execute(self.identity(setting), make, config=self.h.cfg)
+
+
+def config(preset: str) -> ConfigDict:
+  """cfg.transfer: mix_<r> for each of `ratios` (all real train records + r x as many
+  synthetic ones), scratch_<f> and finetune_<f> for each of `fractions` (real subsets), and
+  the synthetic-only / pre-training cohort's size `n_synthetic` (0: tstr.n)."""
+  paper = preset == "paper"
+  return ConfigDict(
+    dict(
+      ratios="0.5,1,2" if paper else "1",
+      fractions="0.1,0.25,0.5,1" if paper else "0.25,1",
+      n_synthetic=0 if paper else 512,
+    )
+  )
 
 
 def table(records: list[dict]) -> pd.DataFrame:
@@ -166,18 +164,13 @@ def table(records: list[dict]) -> pd.DataFrame:
   rows = []
   for setting in sorted({r["setting"] for r in records}, key=key):
     rs = [r for r in records if r["setting"] == setting]
-    m = runs.mean_std(r["macro_auroc"] for r in rs)
     row = {
       "setting": setting,
       "real records": rs[0]["n_real"],
       "synthetic records": rs[0]["n_synthetic"],
       "init": rs[0]["init"] or "random",
-      "macro AUROC": runs.fmt_mean_std(*m, digits=4),
     }
-    for b in ("common", "moderate", "rare"):
-      row[b] = runs.fmt_mean_std(*runs.mean_std(r["buckets"].get(b) for r in rs), digits=4)
-    row["seeds"] = m[2]
-    rows.append(row)
+    rows.append({**row, **runs.auroc_cells(rs)})
   return pd.DataFrame(rows)
 
 
@@ -203,4 +196,5 @@ TRANSFER = runs.Evaluation(
   subdir=lambda k: os.path.join(k["setting"], f"seed_{k['seed']}"),
   required={"setting": str, "seed": int, "macro_auroc": (int, float), "buckets": dict},
   render=render,
+  config=config,
 )

@@ -73,31 +73,27 @@ def run(harness, seeds, *, progress: bool = True):
     n_boot=cfg.tstr.n_boot,
   )
   trtr = metrics.summarize(y_te, p_real, **common)
+  identity = harness.settings(generator=True, judge=True)
   for seed in seeds:
-    r = TRTS.run(harness.root, seed=seed)
-    identity = harness.settings(generator=True, judge=True)
-    done = r.done(identity)
-    if done is not None:
-      yield done, True
-      continue
-    out = r.scratch("cohort")
-    cohort.generate_cohort(
-      gen, mesh, ds.cond[te], ds.labels[te], te, out, seed=seed, progress=progress
-    )
-    signals = cohort.read_cohort(out)["signals"]
-    trts = metrics.summarize(y_te, judge.predict(signals, mesh)[:, cols], seed=seed, **common)
-    record = {
-      "policy": "trts",
-      "generator": harness.kind.name,
-      "codes": harness.codes,
-      "n_test": int(len(te)),
-      "macro_auroc": trts["macro_auroc"],
-      "buckets": trts["buckets"],
-      "per_code": trts["per_code"],
-      "n_evaluable": trts["n_evaluable"],
-      "trtr_macro_auroc": trtr["macro_auroc"],
-      "trtr_buckets": trtr["buckets"],
-      "config": cfg.to_dict(),
-      "code_version": runs.code_version(),
-    }
-    yield r.write(record, identity), False
+
+    def make(r: runs.Run, seed=seed) -> dict:
+      out = r.scratch("cohort")
+      cohort.generate_cohort(
+        gen, mesh, ds.cond[te], ds.labels[te], te, out, seed=seed, progress=progress
+      )
+      signals = cohort.read_cohort(out)["signals"]
+      trts = metrics.summarize(y_te, judge.predict(signals, mesh)[:, cols], seed=seed, **common)
+      return {
+        "policy": "trts",
+        "generator": harness.kind.name,
+        "codes": harness.codes,
+        "n_test": int(len(te)),
+        "macro_auroc": trts["macro_auroc"],
+        "buckets": trts["buckets"],
+        "per_code": trts["per_code"],
+        "n_evaluable": trts["n_evaluable"],
+        "trtr_macro_auroc": trtr["macro_auroc"],
+        "trtr_buckets": trtr["buckets"],
+      }
+
+    yield TRTS.run(harness.root, seed=seed).execute(identity, make, config=cfg, scratch=())

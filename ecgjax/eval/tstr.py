@@ -15,13 +15,14 @@ import time
 
 import jax
 import numpy as np
+from ml_collections import ConfigDict
 
 from ecgjax import fingerprints, generators, metrics
 from ecgjax import policies as policies_lib
 from ecgjax.data.records import SAMPLING_RATE
 from ecgjax.errors import ConfigError
 from ecgjax.eval import judge as judge_lib
-from ecgjax.eval import runs, table1
+from ecgjax.eval import runs, salts, table1
 from ecgjax.generators import cohort
 from ecgjax.train import classifier as clf_lib
 
@@ -33,6 +34,15 @@ def _check_fraction(record: dict) -> None:
     raise ValueError(f"real_fraction {record['real_fraction']} is outside [0, 1]")
 
 
+def config(preset: str) -> ConfigDict:
+  """cfg.tstr: the cohort size `n`, the test positives a code needs to be scored
+  (`min_test_positives`) and the bootstrap resamples of the confidence intervals."""
+  paper = preset == "paper"
+  return ConfigDict(
+    dict(n=8000 if paper else 1024, min_test_positives=1, n_boot=1000 if paper else 200)
+  )
+
+
 TSTR = runs.Evaluation(
   name="tstr",
   title="TSTR by sampling policy (Table 1, Figure 1)",
@@ -41,6 +51,7 @@ TSTR = runs.Evaluation(
   subdir=lambda k: os.path.join(k["policy"], f"seed_{k['seed']}"),
   required=_SCORED,
   render=table1.render_tstr,
+  config=config,
 )
 BLEND = runs.Evaluation(
   name="blend",
@@ -99,7 +110,7 @@ def policy_cohort(
   if spec.source == policies_lib.JUDGE_POOL:
     if judge is None:
       raise ConfigError(f"--policy={policy} needs the judge to score its pool")
-    pool = spec.draw_pool(jax.random.fold_in(key, 7), table, n)
+    pool = spec.draw_pool(jax.random.fold_in(key, salts.JUDGE_POOL), table, n)
     pool_dir = os.path.join(out_dir, "pool")
     made = cohort.generate_cohort(
       gen, mesh, pool.cond, pool.labels, ds_rows[np.asarray(pool.rows)], pool_dir,
@@ -202,6 +213,29 @@ class Harness:
     made = cohort.read_cohort(out, lazy=True)
     return made["signals"], np.asarray(made["labels"]), spec.generator_budget(n)
 
+  def fit(
+    self, signals, labels, seed, run_dir, *, val=None, classifier=None, init=None,
+    pos_weight=None, desc: str = "classifier",
+  ):  # fmt: skip
+    """The one classifier path of the evaluations: trains on (signals, labels) with its
+    epoch picked on `val` = (signals, labels), checkpoints under run_dir/classifier.
+
+    classifier: the classifier config (default: the classifier section); init: start from
+    these weights (fine-tuning); pos_weight: per-label weight of the positives."""
+    return clf_lib.train_classifier(
+      self.cfg.classifier if classifier is None else classifier,
+      signals,
+      labels,
+      *val,
+      mesh=self.mesh,
+      ckpt_dir=os.path.join(run_dir, "classifier"),
+      seed=seed,
+      progress=self.progress,
+      desc=desc,
+      pos_weight=pos_weight,
+      init_variables=init,
+    )
+
   def fit_and_score(self, signals, labels, seed, run_dir, *, columns=None, init=None):
     """Trains the classifier on (signals, labels[:, columns]) with its epoch picked on real
     fold 9, scores it on real fold 10; returns (classifier, metrics.summarize's dict).
@@ -213,18 +247,10 @@ class Harness:
     va, te = np.flatnonzero(ds.val_mask), np.flatnonzero(ds.test_mask)
     val_signals, test_signals = np.asarray(ds.signals[va]), np.asarray(ds.signals[te])
     cols = self.columns if columns is None else np.asarray(columns)
-    clf = clf_lib.train_classifier(
-      self.cfg.classifier,
-      signals,
-      np.asarray(labels)[:, cols],
-      val_signals,
-      ds.labels[va][:, cols],
-      mesh=self.mesh,
-      ckpt_dir=os.path.join(run_dir, "classifier"),
-      seed=seed,
-      progress=self.progress,
-      init_variables=init,
-    )
+    clf = self.fit(
+      signals, np.asarray(labels)[:, cols], seed, run_dir,
+      val=(val_signals, ds.labels[va][:, cols]), init=init,
+    )  # fmt: skip
     summary = metrics.summarize(
       ds.labels[te][:, cols],
       clf.predict(test_signals, self.mesh),
@@ -244,68 +270,67 @@ class Harness:
     seed: int,
     *,
     n: int | None = None,
-    kind: str = "tstr",
     real_fraction: float | None = None,
   ) -> tuple[dict, bool]:
-    """One run; returns (metrics, skipped)."""
+    """One TSTR run (or, with real_fraction, one blend run); returns (metrics, skipped)."""
     n = n or self.cfg.tstr.n
-    if kind == "blend":
+    if real_fraction is not None:
       run = BLEND.run(self.root, real_fraction=real_fraction, seed=seed)
     else:
       run = TSTR.run(self.root, policy=policy, seed=seed)
-    identity = self.identity(policy, seed, n, real_fraction)
-    done = run.done(identity)
-    if done is not None:
-      return done, True
-    run_dir = run.dir
-    # The cohort and classifier checkpoints only serve resumption.
-    run.scratch("cohort")
-    run.scratch("classifier")
-    t0 = time.perf_counter()
-    key = jax.random.PRNGKey(seed)
-    if kind == "blend":
-      n_real = int(round(real_fraction * n))
-      parts = []
-      if n_real:
-        parts.append(
-          self.draw_signals("real_subset", jax.random.fold_in(key, 1), n_real, run_dir, seed)
-        )
-      if n - n_real:
-        parts.append(
-          self.draw_signals("real_matched", jax.random.fold_in(key, 2), n - n_real, run_dir, seed)
-        )
-      signals = np.concatenate([p[0] for p in parts])
-      labels = np.concatenate([p[1] for p in parts])
-      budget = sum(p[2] for p in parts)
-    else:
-      signals, labels, budget = self.draw_signals(policy, key, n, run_dir, seed)
-    t1 = time.perf_counter()
-    clf, summary = self.fit_and_score(signals, labels, seed, run_dir)
-    t2 = time.perf_counter()
-    record = {
-      "policy": policy,
-      "seed": seed,
-      "generator": self.kind.name,
-      "codes": self.codes,
-      "n_train": int(len(signals)),
-      "generator_budget": int(budget),
+
+    def make(run: runs.Run) -> dict:
+      run.scratch("cohort")  # with the classifier's checkpoints: only for resumption
+      t0 = time.perf_counter()
+      if real_fraction is not None:
+        n_real = int(round(real_fraction * n))
+        parts = []
+        if n_real:
+          key = salts.key(seed, salts.BLEND_REAL)
+          parts.append(self.draw_signals("real_subset", key, n_real, run.dir, seed))
+        if n - n_real:
+          key = salts.key(seed, salts.BLEND_SYNTHETIC)
+          parts.append(self.draw_signals("real_matched", key, n - n_real, run.dir, seed))
+        signals = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        budget = sum(p[2] for p in parts)
+      else:
+        signals, labels, budget = self.draw_signals(policy, salts.key(seed), n, run.dir, seed)
+      t1 = time.perf_counter()
+      clf, summary = self.fit_and_score(signals, labels, seed, run.dir)
+      t2 = time.perf_counter()
+      record = {
+        "policy": policy,
+        "seed": seed,
+        "generator": self.kind.name,
+        "codes": self.codes,
+        "n_train": int(len(signals)),
+        "generator_budget": int(budget),
+        **self.scored(summary, clf),
+        "metrics": summary,
+        "data_key": self.ds.content_key,
+        "timings": {"draw_and_generate_s": t1 - t0, "classifier_s": t2 - t1, "total_s": t2 - t0},
+      }
+      if real_fraction is not None:
+        record["real_fraction"] = real_fraction
+      elif policies_lib.get(policy).report is not None:
+        record["policy_report"] = policies_lib.get(policy).report(self.table, list(self.ds.codes))
+      return record
+
+    return run.execute(self.identity(policy, seed, n, real_fraction), make, config=self.cfg)
+
+  @staticmethod
+  def scored(summary: dict, clf) -> dict:
+    """The fields every classifier-scoring record carries (metrics.summarize's headline
+    figures and the epoch the classifier kept)."""
+    return {
       "macro_auroc": summary["macro_auroc"],
       "buckets": summary["buckets"],
       "per_code": summary["per_code"],
       "n_evaluable": summary["n_evaluable"],
       "best_epoch": clf.best_epoch,
       "val_macro_auroc": clf.val_auroc,
-      "metrics": summary,
-      "config": self.cfg.to_dict(),
-      "code_version": runs.code_version(),
-      "data_key": self.ds.content_key,
-      "timings": {"draw_and_generate_s": t1 - t0, "classifier_s": t2 - t1, "total_s": t2 - t0},
     }
-    if real_fraction is not None:
-      record["real_fraction"] = real_fraction
-    elif policies_lib.get(policy).report is not None:
-      record["policy_report"] = policies_lib.get(policy).report(self.table, list(self.ds.codes))
-    return run.write(record, identity), False
 
   def identity(self, policy: str, seed: int, n: int, real_fraction=None) -> dict:
     """What decides a TSTR or blend run's metrics (a finished run is reused only when it
@@ -350,17 +375,10 @@ class Harness:
 
 
 def parse_seeds(text: str) -> list[int]:
-  try:
-    seeds = [int(s) for s in text.split(",") if s.strip() != ""]
-  except ValueError:
-    raise ConfigError(
-      f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2"
-    ) from None
-  if not seeds or any(s < 0 for s in seeds):
-    raise ConfigError(
-      f"--seeds={text!r}: expected comma-separated non-negative integers, e.g. 0,1,2"
-    )
-  return seeds
+  return runs.parse_list(
+    text, int, flag="--seeds", expected="comma-separated non-negative integers, e.g. 0,1,2",
+    ok=lambda s: s >= 0,
+  )  # fmt: skip
 
 
 def check_n(n):
