@@ -164,45 +164,19 @@ class Audit:
     emb = {k: self.judge.embed(v[0], self.mesh) for k, v in sets.items()}
     emb_target = self.judge.embed(target[0], self.mesh)
     emb_train = self.judge.embed(all_train, self.mesh)
-    embedding = {
-      k: {
-        "frechet": distances.frechet_distance(emb_target, e),
-        **_mmd(emb_target, e),
-        **distances.prdc(emb_target, e, k=a.prdc_k),
-        "detection_auroc": distances.detection_auroc(emb_target, e, seed=a.seed)["auroc"],
-      }
-      for k, e in emb.items()
-    }
+    embedding = {k: self._distances(emb_target, e) for k, e in emb.items()}
     steps.update()
 
     steps.set_postfix_str("privacy")
-    members = np.arange(min(len(train_rows), len(self.test_rows)))
-    member_rows = train_rows[members]
-    privacy_fig = {}
-    priv = {}
-    for space, cand, train_x, target_x, member_x in (
-      ("embedding", emb, emb_train, emb_target, emb[TRAIN][members]),
-      (
-        "signal",
+    spaces = {
+      "embedding": (emb, emb_train, emb_target),
+      "signal": (
         {k: self._flat(v[0]) for k, v in sets.items()},
         self._flat(all_train),
         self._flat(target[0]),
-        self._flat(ds.signals[member_rows]),
       ),
-    ):
-      nonmember_x = target_x[: len(members)]
-      for k, c in cand.items():
-        mem = privacy.memorisation(c, train_x, target_x, quantile=a.memorisation_quantile)
-        mia = privacy.membership_inference(member_x, nonmember_x, c)
-        priv.setdefault(k, {})[space] = {
-          "memorised_fraction": mem["fraction_closer"],
-          "threshold": mem["threshold"],
-          "distance_ratio": mem["median_ratio"],
-          "mia_auroc": mia["auroc"],
-          "mia_auroc_density": mia["auroc_density"],
-        }
-        privacy_fig.setdefault(space, {})[k] = mem["synth_to_train"]
-      privacy_fig[space][TARGET] = mem["holdout_to_train"]
+    }
+    priv, privacy_fig = self._privacy(spaces, train_rows)
     steps.update()
 
     steps.set_postfix_str("clinical measurements (neurokit2)")
@@ -232,6 +206,43 @@ class Audit:
     steps.update()
     steps.close()
     return record
+
+  def _distances(self, target: np.ndarray, e: np.ndarray) -> dict:
+    """One set's distribution distances to the target in the judge's embedding."""
+    a = self.acfg
+    return {
+      "frechet": distances.frechet_distance(target, e),
+      **_mmd(target, e),
+      **distances.prdc(target, e, k=a.prdc_k),
+      "detection_auroc": distances.detection_auroc(target, e, seed=a.seed)["auroc"],
+    }
+
+  def _privacy(self, spaces: dict, train_rows: np.ndarray) -> tuple[dict, dict]:
+    """Memorisation and membership inference of each set in each space; spaces:
+    {space: ({set: candidates}, all train records, target records)}, the members being
+    the first of `train_rows` (as many as there are test records). Returns (the record's
+    privacy fields, the nearest-training-record distances to plot)."""
+    members = np.arange(min(len(train_rows), len(self.test_rows)))
+    priv, fig = {}, {}
+    for space, (cand, train_x, target_x) in spaces.items():
+      if space == "embedding":
+        member_x = cand[TRAIN][members]
+      else:
+        member_x = self._flat(self.ds.signals[train_rows[members]])
+      nonmember_x = target_x[: len(members)]
+      for k, c in cand.items():
+        mem = privacy.memorisation(c, train_x, target_x, quantile=self.acfg.memorisation_quantile)
+        mia = privacy.membership_inference(member_x, nonmember_x, c)
+        priv.setdefault(k, {})[space] = {
+          "memorised_fraction": mem["fraction_closer"],
+          "threshold": mem["threshold"],
+          "distance_ratio": mem["median_ratio"],
+          "mia_auroc": mia["auroc"],
+          "mia_auroc_density": mia["auroc_density"],
+        }
+        fig.setdefault(space, {})[k] = mem["synth_to_train"]
+      fig[space][TARGET] = mem["holdout_to_train"]
+    return priv, fig
 
   def _amplitude(self, sets, target) -> dict:
     ref = target.std(axis=(0, 2))
