@@ -17,7 +17,7 @@ LAYERS = [
   {"metrics", "diffusion", "policies", "fidelity"},  # scores; DDPM/DDIM; policies; audit measures
   {"train"},  # training loops and checkpoints (classifier, VAE + U-Net)
   {"generators"},  # the generator interface and its kinds, the cohort writer
-  {"eval"},  # TSTR harness, judge, report, plots
+  {"eval", "tpu"},  # TSTR harness, judge, report, plots; programs compiled for TPU slices
   {"configs"},  # presets (each generator kind and each evaluation adds its section)
   {"cli"},  # flags shared by the mains
 ]

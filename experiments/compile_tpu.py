@@ -1,0 +1,147 @@
+"""TPU throughput on paper: every program compiled for a real Cloud TPU slice, on this machine.
+
+  python -m experiments.compile_tpu --topology=v5e:2x2 --preset=paper --json_out=tpu.json
+  python -m experiments.compile_tpu --topology=v5e:2x2,v5p:2x2x2,v4:2x2x2,v6e:2x2 --preset=paper
+  python -m experiments.compile_tpu --topology=v5e:2x2 --num_slices=2 --preset=paper
+  python -m experiments.compile_tpu --topology=v5e:2x2 --batch_search --programs=unet_train
+
+Needs the TPU compiler (`pip install -e '.[tpu]'`), not a TPU: libtpu describes
+the slice and XLA compiles for it (ecgjax/tpu.py says how and what is
+measured). For each program: per-device HBM against the chip's, FLOPs and
+bytes per device and call, the time per call (the compiler's estimate, or a
+roofline where it gives none: the `time` column says which), samples/s per
+chip and per slice, FLOP utilisation and the collectives in the compiled HLO.
+Then the paper's jobs as wall time on the slice and chip-hours. Every figure is
+an estimate of the compiler's, not a measurement. The TPU runtime prints
+warnings about missing worker hostnames while it describes the slice:
+harmless here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host's own backend; the TPU is described
+
+from absl import flags  # noqa: E402
+
+from ecgjax import configs, errors, fileio, tpu  # noqa: E402
+from ecgjax.errors import ConfigError  # noqa: E402
+
+_TOPOLOGY = flags.DEFINE_list("topology", ["v5e:2x2"], "TPU topologies, e.g. v5e:2x2,v5p:2x2x2.")
+_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices of each topology (data parallel over DCN).")
+_PRESET = flags.DEFINE_enum("preset", "paper", configs.PRESETS, "Model sizes and batch sizes.")
+_PROGRAMS = flags.DEFINE_list("programs", [], "Only these programs (default: all).")
+_BATCH_SEARCH = flags.DEFINE_bool(
+  "batch_search",
+  False,
+  "Also find, per training step and the sampler, the largest per-device batch (powers of two "
+  "from the preset's) that fits the chip's HBM, and its throughput.",
+)
+_MAX_BATCH = flags.DEFINE_integer("max_per_device_batch", 4096, "Upper end of the batch search.")
+_JSON = flags.DEFINE_string("json_out", None, "Write every figure here as JSON.")
+
+SEARCHED = ("vae_train", "unet_train", "sampler_step", "classifier_train")
+
+
+def _fmt_bytes(n: float) -> str:
+  return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _fmt(v, spec=".3g") -> str:
+  return "-" if v is None else format(v, spec)
+
+
+def _collectives(c: dict) -> str:
+  if not c:
+    return "none"
+  return ", ".join(f"{k} x{v['count']} ({_fmt_bytes(v['bytes'])})" for k, v in sorted(c.items()))
+
+
+def table(results: dict, chip) -> str:
+  head = (
+    "| program | global batch | per chip | HBM per chip | fits | GFLOP/chip/call | time/call "
+    "| time | samples/s/chip | samples/s/slice | FLOP util | collectives |"
+  )
+  rows = [head, "|" + " --- |" * 12]
+  for r in results.values():
+    call = r["seconds"] * r["repeat"]
+    times = f" ({r['repeat']} x)" if r["repeat"] > 1 else ""
+    rows.append(
+      f"| {r['program']} | {r['global_batch']} | {r['per_device_batch']} "
+      f"| {_fmt_bytes(r['hbm_bytes'])} ({100 * r['hbm_fraction']:.1f} % of {chip.name}) "
+      f"| {'yes' if r['fits'] else 'NO'} | {r['flops_per_device'] / 1e9:.3g} "
+      f"| {call * 1e3:.3g} ms{times} "
+      f"| {r['time_source']} | {_fmt(r['samples_per_s_chip'], '.4g')} "
+      f"| {_fmt(r['samples_per_s_slice'], '.4g')} | {_fmt(r['flop_utilisation'], '.1%')} "
+      f"| {_collectives(r['collectives'])} |"
+    )
+  return "\n".join(rows)
+
+
+def batch_search(cfg, mesh, chip, name: str, base: int) -> list[dict]:
+  """Per-device batches base, 2 base, ... while the program fits; each with its estimate."""
+  found = []
+  per = max(1, base // mesh.size)
+  while per <= _MAX_BATCH.value:
+    progs = {p.name: p for p in tpu.programs(cfg, mesh, batch={name: per * mesh.size})}
+    r = tpu.analyse(progs[name], chip, mesh.size)
+    found.append(r)
+    print(
+      f"  {name}: per-chip batch {per}: {_fmt_bytes(r['hbm_bytes'])}, "
+      f"{_fmt(r['samples_per_s_chip'], '.4g')} samples/s/chip ({r['time_source']})",
+      flush=True,
+    )
+    if not r["fits"]:
+      break
+    per *= 2
+  return found
+
+
+def main(argv):
+  del argv
+  why = tpu.available()
+  if why:
+    raise ConfigError(f"the TPU compiler is not available: {why}")
+  cfg = configs.get_config(_PRESET.value)
+  record = {"preset": _PRESET.value, "num_slices": _SLICES.value, "topologies": {}}
+  for topology in _TOPOLOGY.value:
+    chip = tpu.chip(topology)
+    mesh = tpu.slice_mesh(topology, _SLICES.value)
+    print(
+      f"\n## {topology} x {_SLICES.value} slice(s): {mesh.size} chips ({chip.name})", flush=True
+    )
+    results = {}
+    for program in tpu.programs(cfg, mesh):
+      if _PROGRAMS.value and program.name not in _PROGRAMS.value:
+        continue
+      t0 = time.perf_counter()
+      results[program.name] = tpu.analyse(program, chip, mesh.size)
+      print(f"  compiled {program.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    print()
+    print(table(results, chip))
+    entry = {"chips": mesh.size, "chip": chip.name, "programs": results}
+    needed = ("sampler_step", "sampler_decode", "vae_train", "unet_train", "classifier_train",
+              "classifier_predict")  # fmt: skip
+    if all(k in results for k in needed):
+      jobs = tpu.job_estimates(cfg, results, mesh.size)
+      entry["jobs"] = jobs
+      print("\n| job | wall time on the slice | chip-hours |\n| --- | --- | --- |")
+      for k, v in jobs.items():
+        print(f"| {k} | {v['hours']:.3g} h | {v['chip_hours']:.3g} |")
+    if _BATCH_SEARCH.value:
+      entry["batch_search"] = {}
+      for name in SEARCHED:
+        if name in results and (not _PROGRAMS.value or name in _PROGRAMS.value):
+          entry["batch_search"][name] = batch_search(
+            cfg, mesh, chip, name, results[name]["global_batch"]
+          )
+    record["topologies"][topology] = entry
+  if _JSON.value:
+    fileio.write_json(_JSON.value, record)
+    print(f"wrote {_JSON.value}")
+
+
+if __name__ == "__main__":
+  errors.run(main)

@@ -1,0 +1,63 @@
+"""Programs compiled for a Cloud TPU slice by XLA's TPU compiler (ecgjax/tpu.py), on this CPU:
+the train steps hold their gradient all-reduce and gather no parameter, the sampler
+communicates nothing, everything fits a v5e chip, and a smaller batch is estimated faster.
+Runs where libtpu is installed (`pip install -e '.[tpu]'`)."""
+
+import pytest
+
+from ecgjax import tpu
+
+pytestmark = [
+  pytest.mark.skipif(tpu.available() is not None, reason=str(tpu.available())),
+  pytest.mark.xdist_group("tpu"),
+]
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  return tpu.slice_mesh("v5e:2x2")
+
+
+def _compiled(cfg, mesh, names, batch=None):
+  progs = {p.name: p for p in tpu.programs(cfg, mesh, batch=batch)}
+  return {n: tpu.analyse(progs[n], tpu.CHIPS["v5e"], mesh.size) for n in names}
+
+
+def test_train_steps_reduce_gradients_and_the_sampler_communicates_nothing(mesh):
+  from conftest import tiny_cfg
+
+  cfg = tiny_cfg()
+  cfg.classifier.batch_size = 32
+  r = _compiled(cfg, mesh, ("unet_train", "sampler", "classifier_train"))
+  for name, res in r.items():
+    assert res["fits"] and 0 < res["hbm_bytes"] < tpu.CHIPS["v5e"].hbm_bytes, name
+    assert res["seconds"] > 0 and res["flops_per_device"] > 0, name
+  for name in ("unet_train", "classifier_train"):
+    c = r[name]["collectives"]
+    assert c.get("all-reduce", {}).get("count", 0) >= 1, (name, c)
+    assert "all-gather" not in c, (name, c)  # parameters stay replicated, never gathered
+  assert r["sampler"]["collectives"] == {}  # each device denoises its own rows
+
+
+def test_the_estimate_falls_when_the_per_device_batch_halves(mesh):
+  from conftest import tiny_cfg
+
+  cfg = tiny_cfg()
+  full = _compiled(cfg, mesh, ("unet_train",), {"unet_train": 64})["unet_train"]
+  half = _compiled(cfg, mesh, ("unet_train",), {"unet_train": 32})["unet_train"]
+  assert half["per_device_batch"] == full["per_device_batch"] // 2 == 8
+  assert 0 < half["seconds"] < full["seconds"]
+  assert half["flops_per_device"] < full["flops_per_device"]
+
+
+def test_collectives_are_read_from_hlo_text():
+  hlo = """
+  %all-reduce.1 = f32[512]{0} all-reduce(f32[512]{0} %x), channel_id=1
+  %ag = (bf16[4,8]{1,0}, s32[]) all-gather-start(bf16[1,8]{1,0} %y), dimensions={0}
+  %done = bf16[4,8]{1,0} all-gather-done(%ag)
+  %add = f32[512]{0} add(%a, %b)
+  """
+  assert tpu.collectives(hlo) == {
+    "all-reduce": {"count": 1, "bytes": 2048},
+    "all-gather": {"count": 1, "bytes": 4 * 8 * 2 + 4},
+  }
