@@ -287,6 +287,31 @@ def test_launch_scripts_parse(script):
     assert proc.returncode == 0, proc.stdout
 
 
+def test_gpu_bench_installs_carried_wheels_and_fits_in_eight_minutes(tmp_path):
+  """launch/bench_gpu.sh in dry mode: the carried wheels go in without dependencies or an
+  index, then the three benchmarks at the paper's sizes, their limits adding up to 8 min."""
+  wheels = tmp_path / "wheels"
+  wheels.mkdir()
+  for name in ("wfdb-4.3.1-py3-none-any.whl", "grain-0.2.18-cp312-cp312-any.whl"):
+    (wheels / name).touch()
+  proc = _bash(
+    "launch/bench_gpu.sh", str(tmp_path / "out"), env={"DRY_RUN": "1", "WHEELS": str(wheels)}
+  )
+  assert proc.returncode == 0, proc.stderr
+  cmds = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
+  install = cmds[0]
+  assert install[1:4] == ["-m", "pip", "install"] and {"--no-deps", "--no-index"} <= set(install)
+  assert sorted(os.path.basename(w) for w in install if w.endswith(".whl")) == sorted(
+    os.listdir(wheels)
+  )
+  benches = [c for c in cmds if c[0] == "timeout"]
+  assert [c[4] for c in benches] == [
+    "experiments.bench_sampler", "experiments.bench_generator_train", "experiments.bench_xresnet"
+  ]  # fmt: skip
+  assert all("--preset=paper" in c for c in benches[:2])
+  assert sum(int(c[1]) for c in benches) <= 8 * 60
+
+
 def test_sweep_runs_every_policy_in_table1_order_then_the_report():
   proc = _bash("launch/sweep.sh", "--dry_run", "--workdir=w d", "--", "--config.x=1")
   assert proc.returncode == 0, proc.stderr
