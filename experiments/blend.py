@@ -38,7 +38,8 @@ def main(argv):
   ds = load_ptbxl(cli.data_dir())
   # The real part is drawn without replacement: refuse, before any training, a fraction
   # whose real part the train folds cannot hold (not after the smaller fractions ran).
-  total = n or cfg.tstr.n  # what Harness.run draws
+  harness = tstr.Harness(cfg, mesh, ds, cli.workdir())
+  total = harness.cohort_size(n)
   n_train = int(ds.train_mask.sum())
   too_many = [f for f in fractions if round(f * total) > n_train]
   if too_many:
@@ -49,7 +50,6 @@ def main(argv):
     )
   if any(f < 1 for f in fractions):
     pipeline_setup.ensure_generator(cfg, mesh, ds, cli.workdir())
-  harness = tstr.Harness(cfg, mesh, ds, cli.workdir())
   rows = []
   for f in fractions:
     for s in seeds:

@@ -273,7 +273,7 @@ class Harness:
     real_fraction: float | None = None,
   ) -> tuple[dict, bool]:
     """One TSTR run (or, with real_fraction, one blend run); returns (metrics, skipped)."""
-    n = n or self.cfg.tstr.n
+    n = self.cohort_size(n)
     if real_fraction is not None:
       run = BLEND.run(self.root, real_fraction=real_fraction, seed=seed)
     else:
@@ -318,6 +318,10 @@ class Harness:
       return record
 
     return run.execute(self.identity(policy, seed, n, real_fraction), make, config=self.cfg)
+
+  def cohort_size(self, n: int | None = None) -> int:
+    """The training set's size of a run: n, or the config's tstr.n."""
+    return int(n or self.cfg.tstr.n)
 
   @staticmethod
   def scored(summary: dict, clf) -> dict:
