@@ -33,6 +33,12 @@ _TOPOLOGY = flags.DEFINE_list("topology", ["v5e:2x2"], "TPU topologies, e.g. v5e
 _SLICES = flags.DEFINE_integer("num_slices", 1, "Slices of each topology (data parallel over DCN).")
 _PRESET = flags.DEFINE_enum("preset", "paper", configs.PRESETS, "Model sizes and batch sizes.")
 _PROGRAMS = flags.DEFINE_list("programs", [], "Only these programs (default: all).")
+_DTYPE = flags.DEFINE_enum(
+  "compute_dtype",
+  None,
+  ["float32", "bfloat16"],
+  "Compute dtype of the VAE and U-Net (train steps and sampler); default: the preset's.",
+)
 _BATCH_SEARCH = flags.DEFINE_bool(
   "batch_search",
   False,
@@ -105,7 +111,14 @@ def main(argv):
   if why:
     raise ConfigError(f"the TPU compiler is not available: {why}")
   cfg = configs.get_config(_PRESET.value)
-  record = {"preset": _PRESET.value, "num_slices": _SLICES.value, "topologies": {}}
+  if _DTYPE.value:
+    cfg.vae.compute_dtype = cfg.unet.compute_dtype = _DTYPE.value
+  record = {
+    "preset": _PRESET.value,
+    "num_slices": _SLICES.value,
+    "compute_dtype": cfg.unet.compute_dtype,
+    "topologies": {},
+  }
   for topology in _TOPOLOGY.value:
     chip = tpu.chip(topology)
     mesh = tpu.slice_mesh(topology, _SLICES.value)
@@ -138,9 +151,9 @@ def main(argv):
             cfg, mesh, chip, name, results[name]["global_batch"]
           )
     record["topologies"][topology] = entry
-  if _JSON.value:
-    fileio.write_json(_JSON.value, record)
-    print(f"wrote {_JSON.value}")
+    if _JSON.value:  # after each topology, so a long run keeps what it has
+      fileio.write_json(_JSON.value, record)
+      print(f"wrote {_JSON.value}")
 
 
 if __name__ == "__main__":
