@@ -72,13 +72,13 @@ def table(results: dict, chip) -> str:
   )
   rows = [head, "|" + " --- |" * 12]
   for r in results.values():
-    call = r["seconds"] * r["repeat"]
+    call = r["seconds"] * r["repeat"] if r["seconds"] is not None else None
     times = f" ({r['repeat']} x)" if r["repeat"] > 1 else ""
     rows.append(
       f"| {r['program']} | {r['global_batch']} | {r['per_device_batch']} "
       f"| {_fmt_bytes(r['hbm_bytes'])} ({100 * r['hbm_fraction']:.1f} % of {chip.name}) "
       f"| {'yes' if r['fits'] else 'NO'} | {r['flops_per_device'] / 1e9:.3g} "
-      f"| {call * 1e3:.3g} ms{times} "
+      f"| {'-' if call is None else f'{call * 1e3:.3g} ms{times}'} "
       f"| {r['time_source']} | {_fmt(r['samples_per_s_chip'], '.4g')} "
       f"| {_fmt(r['samples_per_s_slice'], '.4g')} | {_fmt(r['flop_utilisation'], '.1%')} "
       f"| {_collectives(r['collectives'])} |"
@@ -140,9 +140,16 @@ def main(argv):
     if all(k in results for k in needed):
       jobs = tpu.job_estimates(cfg, results, mesh.size)
       entry["jobs"] = jobs
+      sc = jobs["sampler_composed"]
+      print(
+        f"\nsampler, {cfg.sample.num_steps} steps + decode: {sc['gflop_per_sample']:.4g} GFLOP "
+        f"per sample, {sc['samples_per_s_chip']:.4g} samples/s per chip, "
+        f"{sc['samples_per_s_slice']:.4g} per slice"
+      )
       print("\n| job | wall time on the slice | chip-hours |\n| --- | --- | --- |")
       for k, v in jobs.items():
-        print(f"| {k} | {v['hours']:.3g} h | {v['chip_hours']:.3g} |")
+        if "hours" in v:
+          print(f"| {k} | {v['hours']:.3g} h | {v['chip_hours']:.3g} |")
     if _BATCH_SEARCH.value:
       entry["batch_search"] = {}
       for name in SEARCHED:
