@@ -77,6 +77,24 @@ def available() -> str | None:
   return None
 
 
+def devices_per_chip(mesh: Mesh) -> int:
+  """JAX devices per chip: 1, or 2 where each TensorCore of a chip is a device of its own
+  (as the v4 topologies describe them: `core_on_chip` 0 and 1)."""
+  return len({getattr(d, "core_on_chip", 0) for d in mesh.devices.flat})
+
+
+def per_device(chip_: Chip, cores: int) -> Chip:
+  """A chip's figures for one of its `cores` devices (an equal share of each)."""
+  if cores == 1:
+    return chip_
+  return Chip(
+    f"{chip_.name} core",
+    chip_.hbm_bytes // cores,
+    chip_.peak_flops / cores,
+    chip_.hbm_bandwidth / cores,
+  )
+
+
 def chip(topology: str) -> Chip:
   name = topology.split(":", 1)[0]
   if name not in CHIPS:
@@ -264,7 +282,8 @@ def _shape_bytes(text: str) -> int:
 
 
 def analyse(program: Program, chip_: Chip, n_devices: int) -> dict:
-  """Compiles one program and reads its memory, cost, time and collectives."""
+  """Compiles one program and reads its memory, cost, time and collectives. chip_: the
+  figures of one device (`per_device` where a chip holds several); n_devices: the mesh's."""
   compiled = program.fn.lower(*program.args).compile()
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis() or {}
@@ -309,13 +328,13 @@ def analyse(program: Program, chip_: Chip, n_devices: int) -> dict:
     "compiler_seconds": optimal,
     "roofline_seconds": roofline,
     "samples_per_s_slice": program.samples / per_call if per_call else None,
-    "samples_per_s_chip": program.samples / per_call / n_devices if per_call else None,
+    "samples_per_s_device": program.samples / per_call / n_devices if per_call else None,
     "flop_utilisation": flops / seconds / chip_.peak_flops if seconds else None,
     "collectives": collectives(compiled.as_text()),
   }
 
 
-def job_estimates(cfg, results: dict, n_devices: int) -> dict:
+def job_estimates(cfg, results: dict, n_devices: int, devices_per_chip: int = 1) -> dict:
   """Wall seconds on the slice (and chip-hours) of the paper's jobs from per-step times:
   training the generator (train_vae.steps VAE steps + train_unet.steps U-Net steps), an
   8,000-sample cohort, one TSTR seed (the cohort, then classifier.epochs epochs over it
@@ -343,13 +362,13 @@ def job_estimates(cfg, results: dict, n_devices: int) -> dict:
     "table1_sweep": 13 * 3 * seed,
   }
   out = {
-    k: {"seconds": v, "hours": v / 3600, "chip_hours": v * n_devices / 3600}
+    k: {"seconds": v, "hours": v / 3600, "chip_hours": v * n_devices / devices_per_chip / 3600}
     for k, v in jobs.items()
   }
   out["sampler_composed"] = {
     "seconds_per_call": sampler_call,
     "samples_per_s_slice": b_s / sampler_call,
-    "samples_per_s_chip": b_s / sampler_call / n_devices,
+    "samples_per_s_chip": b_s / sampler_call / n_devices * devices_per_chip,
     "gflop_per_sample": (
       results["sampler_step"]["flops_per_device"] * cfg.sample.num_steps
       + results["sampler_decode"]["flops_per_device"]

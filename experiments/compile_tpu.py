@@ -7,10 +7,12 @@
 
 Needs the TPU compiler (`pip install -e '.[tpu]'`), not a TPU: libtpu describes
 the slice and XLA compiles for it (ecgjax/tpu.py says how and what is
-measured). For each program: per-device HBM against the chip's, FLOPs and
-bytes per device and call, the time per call (the compiler's estimate, or a
-roofline where it gives none: the `time` column says which), samples/s per
-chip and per slice, FLOP utilisation and the collectives in the compiled HLO.
+measured). For each program: per-device HBM against the device's share of
+the chip (v4 topologies describe each of a chip's two TensorCores as a device),
+FLOPs and bytes per device and call, the time per call (the compiler's
+estimate, or a roofline where it gives none: the `time` column says which),
+samples/s per device and per slice, FLOP utilisation and the collectives in
+the compiled HLO.
 Then the paper's jobs as wall time on the slice and chip-hours. Every figure is
 an estimate of the compiler's, not a measurement. The TPU runtime prints
 warnings about missing worker hostnames while it describes the slice:
@@ -67,8 +69,8 @@ def _collectives(c: dict) -> str:
 
 def table(results: dict, chip) -> str:
   head = (
-    "| program | global batch | per chip | HBM per chip | fits | GFLOP/chip/call | time/call "
-    "| time | samples/s/chip | samples/s/slice | FLOP util | collectives |"
+    "| program | global batch | per device | HBM per device | fits | GFLOP/device/call "
+    "| time/call | time | samples/s/device | samples/s/slice | FLOP util | collectives |"
   )
   rows = [head, "|" + " --- |" * 12]
   for r in results.values():
@@ -79,7 +81,7 @@ def table(results: dict, chip) -> str:
       f"| {_fmt_bytes(r['hbm_bytes'])} ({100 * r['hbm_fraction']:.1f} % of {chip.name}) "
       f"| {'yes' if r['fits'] else 'NO'} | {r['flops_per_device'] / 1e9:.3g} "
       f"| {'-' if call is None else f'{call * 1e3:.3g} ms{times}'} "
-      f"| {r['time_source']} | {_fmt(r['samples_per_s_chip'], '.4g')} "
+      f"| {r['time_source']} | {_fmt(r['samples_per_s_device'], '.4g')} "
       f"| {_fmt(r['samples_per_s_slice'], '.4g')} | {_fmt(r['flop_utilisation'], '.1%')} "
       f"| {_collectives(r['collectives'])} |"
     )
@@ -95,8 +97,8 @@ def batch_search(cfg, mesh, chip, name: str, base: int) -> list[dict]:
     r = tpu.analyse(progs[name], chip, mesh.size)
     found.append(r)
     print(
-      f"  {name}: per-chip batch {per}: {_fmt_bytes(r['hbm_bytes'])}, "
-      f"{_fmt(r['samples_per_s_chip'], '.4g')} samples/s/chip ({r['time_source']})",
+      f"  {name}: per-device batch {per}: {_fmt_bytes(r['hbm_bytes'])}, "
+      f"{_fmt(r['samples_per_s_device'], '.4g')} samples/s/device ({r['time_source']})",
       flush=True,
     )
     if not r["fits"]:
@@ -120,8 +122,9 @@ def main(argv):
     "topologies": {},
   }
   for topology in _TOPOLOGY.value:
-    chip = tpu.chip(topology)
     mesh = tpu.slice_mesh(topology, _SLICES.value)
+    cores = tpu.devices_per_chip(mesh)
+    chip = tpu.per_device(tpu.chip(topology), cores)
     print(
       f"\n## {topology} x {_SLICES.value} slice(s): {mesh.size} chips ({chip.name})", flush=True
     )
@@ -134,11 +137,12 @@ def main(argv):
       print(f"  compiled {program.name} in {time.perf_counter() - t0:.1f} s", flush=True)
     print()
     print(table(results, chip))
-    entry = {"chips": mesh.size, "chip": chip.name, "programs": results}
+    entry = {"devices": mesh.size, "devices_per_chip": cores, "device": chip.name}
+    entry["programs"] = results
     needed = ("sampler_step", "sampler_decode", "vae_train", "unet_train", "classifier_train",
               "classifier_predict")  # fmt: skip
     if all(k in results for k in needed):
-      jobs = tpu.job_estimates(cfg, results, mesh.size)
+      jobs = tpu.job_estimates(cfg, results, mesh.size, cores)
       entry["jobs"] = jobs
       sc = jobs["sampler_composed"]
       print(
