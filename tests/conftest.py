@@ -29,6 +29,16 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 from ecgjax.data import embedded_data_dir, load_ptbxl  # noqa: E402
 
 
+def pytest_configure(config):
+  """Under `--dist loadgroup`, pytest-xdist by default (`--loadscope-reorder`) hands out the
+  groups with the most tests first (here the 16 tests of `all_policies` and the 3 of
+  `paper_experiments`), ahead of the order below, so the multi-process runs, the longest,
+  started only after them on a worker that was already the busier one. Off: the workers
+  take work in collection order."""
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
   """The long tests (marked slow; the multi-process runs, the longest, before the others)
   first: under xdist each worker takes work in collection order, so the longest runs start at once and the short tests fill the other worker
