@@ -41,11 +41,16 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
   """The long tests (marked slow; the multi-process runs, the longest, before the others)
-  first: under xdist each worker takes work in collection order, so the longest runs start at once and the short tests fill the other worker
-  around them, instead of a long test starting last and running alone. Stable, so every
-  worker collects the same order."""
+  first, then the other tests grouped with xdist_group (a group is one unit of work): under
+  xdist each worker takes work in collection order (pytest_configure), so the longest runs
+  start at once and the short tests fill the other worker around them, instead of a long
+  test starting last and running alone. Stable, so every worker collects the same order."""
   items.sort(
-    key=lambda item: (item.get_closest_marker("slow") is None, "multiprocess" not in item.nodeid)
+    key=lambda item: (
+      item.get_closest_marker("slow") is None,
+      "multiprocess" not in item.nodeid,
+      item.get_closest_marker("xdist_group") is None,
+    )
   )
 
 

@@ -77,6 +77,10 @@ def test_rejects_channels_last_2d_input():
     xresnet1d50().init(jax.random.PRNGKey(0), jnp.zeros((12, 1000)), train=False)
 
 
+# One worker runs both cases under `pytest -n 2 --dist loadgroup`: each compiles the same
+# 'fast' reference, which the second then reads from XLA's persistent cache (on two workers
+# at once, both compiled it).
+@pytest.mark.xdist_group("conv_impls")
 @pytest.mark.parametrize("conv_impl,materialize", [("xla", False), ("matmul", True)])
 def test_conv_impls_agree_in_value_and_gradient(conv_impl, materialize):
   """'fast' uses a hand-written VJP and `materialize`; autodiff is the oracle."""
