@@ -126,7 +126,9 @@ def main(argv):
     cores = tpu.devices_per_chip(mesh)
     chip = tpu.per_device(tpu.chip(topology), cores)
     print(
-      f"\n## {topology} x {_SLICES.value} slice(s): {mesh.size} chips ({chip.name})", flush=True
+      f"\n## {topology} x {_SLICES.value} slice(s): {mesh.size} devices ({cores} per "
+      f"{chip.name.split()[0]} chip), VAE/U-Net compute dtype {cfg.unet.compute_dtype}",
+      flush=True,
     )
     results = {}
     for program in tpu.programs(cfg, mesh):
