@@ -133,12 +133,15 @@ class Program:
   costed: bool = True  # False: compiled for its memory only (a scan's cost counts its body once)
 
 
-def _abstract(tree, sharding):
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
+def _abstract(tree, sharding=None):
+  """Shapes and dtypes only: each jit's own in_shardings place its arguments, as they do
+  when the entry points call it (so a program that shards differently is compiled so)."""
+  del sharding
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), tree)
 
 
 def _key(mesh):
-  return _abstract(jax.eval_shape(lambda: jax.random.PRNGKey(0)), NamedSharding(mesh, P()))
+  return _abstract(jax.eval_shape(lambda: jax.random.PRNGKey(0)))
 
 
 def programs(cfg, mesh: Mesh, *, batch: dict | None = None) -> list[Program]:
@@ -149,7 +152,10 @@ def programs(cfg, mesh: Mesh, *, batch: dict | None = None) -> list[Program]:
   rep, data = NamedSharding(mesh, P()), pipeline.batch_sharding(mesh)
   gen = gen_lib.build(cfg)
   tmpl = gen_lib.param_template(gen)
-  s = jax.ShapeDtypeStruct
+
+  def s(shape, dtype, sharding=None):  # see _abstract: the jit places it
+    return jax.ShapeDtypeStruct(shape, dtype)
+
   out = []
 
   tv = cfg.train_vae
