@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _toy(render=None):
+def _toy(render=None, config=None):
   return runs.Evaluation(
     name="toy",
     title="A toy evaluation",
@@ -27,6 +27,7 @@ def _toy(render=None):
     subdir=lambda k: os.path.join(k["arm"], f"seed_{k['seed']}"),
     required={"score": (int, float)},
     render=render,
+    config=config,
   )
 
 
@@ -80,16 +81,7 @@ def test_a_new_evaluation_is_one_module_and_one_registry_entry(tmp_path, monkeyp
     os.makedirs(out, exist_ok=True)
     return text, {}
 
-  toy = runs.Evaluation(
-    name="toy",
-    title="A toy evaluation",
-    summary="for tests",
-    keys=("arm", "seed"),
-    subdir=lambda k: os.path.join(k["arm"], f"seed_{k['seed']}"),
-    required={"score": (int, float)},
-    render=render,
-    config=lambda preset: ConfigDict(dict(scale=0.5 if preset == "paper" else 0.25)),
-  )
+  toy = _toy(render, lambda preset: ConfigDict(dict(scale=0.5 if preset == "paper" else 0.25)))
   monkeypatch.setattr(registry, "EVALUATIONS", dict(registry.EVALUATIONS))
   registry.register(toy)
   with pytest.raises(KeyError, match="already registered"):
