@@ -133,14 +133,13 @@ class Program:
   costed: bool = True  # False: compiled for its memory only (a scan's cost counts its body once)
 
 
-def _abstract(tree, sharding=None):
+def _abstract(tree):
   """Shapes and dtypes only: each jit's own in_shardings place its arguments, as they do
   when the entry points call it (so a program that shards differently is compiled so)."""
-  del sharding
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), tree)
 
 
-def _key(mesh):
+def _key():
   return _abstract(jax.eval_shape(lambda: jax.random.PRNGKey(0)))
 
 
@@ -153,21 +152,20 @@ def programs(cfg, mesh: Mesh, *, batch: dict | None = None) -> list[Program]:
   gen = gen_lib.build(cfg)
   tmpl = gen_lib.param_template(gen)
 
-  def s(shape, dtype, sharding=None):  # see _abstract: the jit places it
-    return jax.ShapeDtypeStruct(shape, dtype)
+  s = jax.ShapeDtypeStruct  # shapes only (see _abstract): each jit places its arguments
 
   out = []
 
   tv = cfg.train_vae
   b = batch.get("vae_train", tv.batch_size)
   tx = adamw(tv.learning_rate, tv.weight_decay)
-  state = _abstract(jax.eval_shape(lambda p: TrainState.create(p, tx), tmpl["vae"]), rep)
+  state = _abstract(jax.eval_shape(lambda p: TrainState.create(p, tx), tmpl["vae"]))
   step = train_lib.make_vae_step(gen.vae, tx, tv.kl_weight, np.zeros(12), np.ones(12))
   out.append(
     Program(
       "vae_train",
       loop.jit_train_step(step, mesh),
-      (state, {"signal": s((b, 12, 1000), jnp.float32, sharding=data)}, _key(mesh)),
+      (state, {"signal": s((b, 12, 1000), jnp.float32)}, _key()),
       b,
     )
   )
@@ -175,22 +173,22 @@ def programs(cfg, mesh: Mesh, *, batch: dict | None = None) -> list[Program]:
   tu = cfg.train_unet
   b = batch.get("unet_train", tu.batch_size)
   tx = adamw(tu.learning_rate, tu.weight_decay)
-  state = _abstract(jax.eval_shape(lambda p: TrainState.create(p, tx, ema=True), tmpl["unet"]), rep)
+  state = _abstract(jax.eval_shape(lambda p: TrainState.create(p, tx, ema=True), tmpl["unet"]))
   step = train_lib.make_unet_step(
     gen.unet, tx, gen.schedule, cfg.diffusion.p_uncond, tu.ema_decay, cfg.diffusion.prediction
   )
   z = {
-    "z": s((b,) + gen_lib.LATENT_SHAPE, jnp.float32, sharding=data),
-    "cond": s((b, COND_DIM), jnp.float32, sharding=data),
+    "z": s((b,) + gen_lib.LATENT_SHAPE, jnp.float32),
+    "cond": s((b, COND_DIM), jnp.float32),
   }
-  out.append(Program("unet_train", loop.jit_train_step(step, mesh), (state, z, _key(mesh)), b))
+  out.append(Program("unet_train", loop.jit_train_step(step, mesh), (state, z, _key()), b))
 
   sc = cfg.sample
   b = batch.get("sampler", sc.batch_size)
-  params = _abstract(tmpl, rep)
+  params = _abstract(tmpl)
   eps = gen_lib.eps_fn(gen.unet, gen.schedule, gen.prediction)
-  x = s((b,) + gen_lib.LATENT_SHAPE, jnp.float32, sharding=data)
-  cond = s((b, COND_DIM), jnp.float32, sharding=data)
+  x = s((b,) + gen_lib.LATENT_SHAPE, jnp.float32)
+  cond = s((b, COND_DIM), jnp.float32)
 
   def guided_step(p, x, cond):  # the scan body of the sampler: CFG on 2B rows + DDIM update
     e = ddim.cfg_eps(eps, p["unet"], x, jnp.int32(500), cond, sc.cfg_scale)
@@ -212,8 +210,8 @@ def programs(cfg, mesh: Mesh, *, batch: dict | None = None) -> list[Program]:
       note="the VAE decode of a sampler call",
     )
   )
-  keys = _abstract(jax.eval_shape(lambda: ddim.sample_keys_for(jax.random.key(0), b)), data)
-  scalar = s((), jnp.float32, sharding=rep)
+  keys = _abstract(jax.eval_shape(lambda: ddim.sample_keys_for(jax.random.key(0), b)))
+  scalar = s((), jnp.float32)
   out.append(
     Program(
       "sampler",
@@ -238,25 +236,22 @@ def programs(cfg, mesh: Mesh, *, batch: dict | None = None) -> list[Program]:
     jax.eval_shape(
       lambda v: TrainState.create(v["params"], tx, batch_stats=v["batch_stats"]), variables
     ),
-    rep,
   )
   step = clf_lib.make_step(model, tx, np.zeros(12), np.ones(12))
   xb = {
-    "signal": s((b, 12, length), jnp.float32, sharding=data),
-    "label": s((b, 71), jnp.float32, sharding=data),
+    "signal": s((b, 12, length), jnp.float32),
+    "label": s((b, 71), jnp.float32),
   }
-  out.append(
-    Program("classifier_train", loop.jit_train_step(step, mesh), (state, xb, _key(mesh)), b)
-  )
+  out.append(Program("classifier_train", loop.jit_train_step(step, mesh), (state, xb, _key()), b))
   b = batch.get("classifier_predict", cc.batch_size)
   starts = clf_lib.windows(1000, crop, stride) if crop else (0,)
   predict = clf_lib._predict_fn(model, mesh, starts, length)
-  stats = s((12,), jnp.float32, sharding=rep)
+  stats = s((12,), jnp.float32)
   out.append(
     Program(
       "classifier_predict",
       predict,
-      (_abstract(variables, rep), stats, stats, s((b, 12, 1000), jnp.float32, sharding=data)),
+      (_abstract(variables), stats, stats, s((b, 12, 1000), jnp.float32)),
       b,
       note=f"{len(starts)} windows per record, the maximum logit",
     )

@@ -1,7 +1,8 @@
 """Every PRNG salt of the evaluations, in one place.
 
 A run with seed s draws from PRNGKey(s) folded with the salt of what it
-draws, so two draws of one run never share a stream. The values are fixed:
+draws (a TSTR policy's own draw uses PRNGKey(s) itself), so two draws of one
+run never share a stream. The values are fixed:
 changing one changes every result drawn with it.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import jax
 
-POLICY = None  # tstr: a policy's draw uses PRNGKey(seed) itself
 JUDGE_POOL = 7  # tstr: the pool a judge policy selects from (folded into the policy's key)
 BLEND_REAL = 1  # blend: the real_subset part
 BLEND_SYNTHETIC = 2  # blend: the real_matched synthetic part
