@@ -335,6 +335,18 @@ def analyse(program: Program, chip_: Chip, n_devices: int) -> dict:
   }
 
 
+def fit_batch(points: list[tuple[int, int]], capacity: int, limit: int) -> int:
+  """The largest power of two (at most `limit`) whose memory, on the line through two
+  (per-device batch, bytes) points, stays within `capacity`: activations and their
+  gradients grow linearly in the batch, parameters and code do not."""
+  (b0, m0), (b1, m1) = points[:2]
+  slope = (m1 - m0) / (b1 - b0)
+  if slope <= 0:
+    return limit
+  best = max(1, 2 ** int(math.floor(math.log2(max(1.0, (capacity - m0) / slope + b0)))))
+  return min(best, limit)
+
+
 def job_estimates(cfg, results: dict, n_devices: int, devices_per_chip: int = 1) -> dict:
   """Wall seconds on the slice (and chip-hours) of the paper's jobs from per-step times:
   training the generator (train_vae.steps VAE steps + train_unet.steps U-Net steps), an
