@@ -137,7 +137,8 @@ def test_real_subset_run_writes_metrics_and_skips_on_rerun(ptbxl, tmp_path):
   assert set(stored["buckets"]) == {"common", "moderate", "rare"}
   assert stored["n_evaluable"] == int(ptbxl.evaluable().sum()) == len(stored["per_code"])
   assert np.isclose(stored["macro_auroc"], np.mean(list(stored["per_code"].values())))
-  assert sorted(os.listdir(path.parent)) == ["metrics.json"]  # resumption state cleaned up
+  # Resumption state cleaned up; the classifier's TensorBoard events stay.
+  assert sorted(os.listdir(path.parent)) == ["metrics.json", "tensorboard"]
   again, skipped = harness.run("real_subset", 0)
   assert skipped and again == stored
   # Only a run made as asked is reused: progress bars change nothing, another classifier
