@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable
 
@@ -40,6 +41,10 @@ from ecgjax.train import classifier as clf_lib
 from ecgjax.train import generator as train_lib
 from ecgjax.train import loop
 from ecgjax.train.state import TrainState, adamw
+
+# libtpu takes a machine-wide lock for its runtime, which compiling for a described slice
+# does not use: without this, a second compile (a test beside compile_tpu) stops at start.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 GIB = 1024**3
 
