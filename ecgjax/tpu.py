@@ -345,6 +345,8 @@ def fit_batch(points: list[tuple[int, int]], capacity: int, limit: int) -> int:
   (per-device batch, bytes) points, stays within `capacity`: activations and their
   gradients grow linearly in the batch, parameters and code do not."""
   (b0, m0), (b1, m1) = points[:2]
+  if b0 == b1:
+    raise ValueError(f"two different batches needed, got {b0} twice")
   slope = (m1 - m0) / (b1 - b0)
   if slope <= 0:
     return limit
