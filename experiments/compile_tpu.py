@@ -28,7 +28,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host's own backend; the TPU
 
 from absl import flags  # noqa: E402
 
-from ecgjax import configs, errors, fileio, tpu  # noqa: E402
+from ecgjax import configs, errors, storage, tpu  # noqa: E402
 from ecgjax.errors import ConfigError  # noqa: E402
 
 _TOPOLOGY = flags.DEFINE_list("topology", ["v5e:2x2"], "TPU topologies, e.g. v5e:2x2,v5p:2x2x2.")
@@ -165,7 +165,7 @@ def main(argv):
           )
     record["topologies"][topology] = entry
     if _JSON.value:  # after each topology, so a long run keeps what it has
-      fileio.write_json(_JSON.value, record)
+      storage.write_json(_JSON.value, record)
       print(f"wrote {_JSON.value}")
 
 

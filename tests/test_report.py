@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgjax import fileio
+from ecgjax import storage
 from ecgjax.eval import render, runs, table1, tstr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -222,7 +222,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     raise RuntimeError("killed")
 
   with pytest.raises(RuntimeError):
-    fileio.atomic_write(str(tmp_path / "table1.md"), fail)
+    storage.atomic_write(str(tmp_path / "table1.md"), fail)
   assert os.listdir(tmp_path) == []
 
 
