@@ -16,7 +16,8 @@ is a no-op and a directory exists once something is under it.
 
 Emulators: `STORAGE_EMULATOR_HOST` (e.g. http://127.0.0.1:4443, a fake-gcs-server),
 which Google's clients and gcsfs read, points every gs:// URL at it; ecgjax sets
-tensorstore's `TENSORSTORE_GCS_HTTP_URL` from it, so orbax's arrays go there too.
+tensorstore's `TENSORSTORE_GCS_HTTP_URL` from it (and a dummy token), so orbax's
+arrays go there too.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def _use_emulator() -> str:
   if host:
     url = host if "://" in host else "http://" + host
     os.environ["TENSORSTORE_GCS_HTTP_URL"] = url
+    # An emulator takes any token: without one tensorstore logs an error for the missing
+    # application-default credentials on every process before going on anonymously.
+    os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
     # An emulator serves the JSON API only: skip gcsfs's bucket-layout lookup, which asks
     # Google's storage-control service (and warns on every call when it cannot). gcsfs
     # reads this when it is imported.
