@@ -11,6 +11,7 @@ from ml_collections import config_flags
 from ecgjax import configs, storage
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
+from ecgjax.train import events
 
 _FLAGS = flags.FLAGS
 
@@ -53,6 +54,13 @@ def define_flags() -> None:
     "auto",
     ["auto", "on", "off"],
     "jax.distributed.initialize(): 'auto' when launched on a TPU pod slice or with a coordinator set.",
+  )
+  flags.DEFINE_string(
+    "profile_steps",
+    None,
+    "START:STOP: trace training steps START..STOP-1 (0-based) of every stage with "
+    "jax.profiler into the stage's TensorBoard directory (<workdir>/.../tensorboard/<stage>), "
+    "for TensorBoard's profile plugin (xprof).",
   )
 
 
@@ -119,6 +127,10 @@ def start(evaluation: str | None = None) -> tuple:
     jax.distributed.initialize(**_process_from_env())
     logging.info("process %d of %d", jax.process_index(), jax.process_count())
   enable_compilation_cache()
+  try:
+    events.set_profile(events.Profile.parse(_FLAGS.profile_steps))
+  except ValueError as e:
+    raise ConfigError(f"--profile_steps={_FLAGS.profile_steps}: {e}") from None
   cfg = configs.from_flags(_FLAGS.preset)
   try:
     mesh = pipeline.make_mesh(_FLAGS.num_devices)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable
 
@@ -40,6 +41,10 @@ from ecgjax.train import classifier as clf_lib
 from ecgjax.train import generator as train_lib
 from ecgjax.train import loop
 from ecgjax.train.state import TrainState, adamw
+
+# libtpu takes a machine-wide lock for its runtime, which compiling for a described slice
+# does not use: without this, a second compile (a test beside compile_tpu) stops at start.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 GIB = 1024**3
 
@@ -333,6 +338,18 @@ def analyse(program: Program, chip_: Chip, n_devices: int) -> dict:
     "flop_utilisation": flops / seconds / chip_.peak_flops if seconds else None,
     "collectives": collectives(compiled.as_text()),
   }
+
+
+def fit_batch(points: list[tuple[int, int]], capacity: int, limit: int) -> int:
+  """The largest power of two (at most `limit`) whose memory, on the line through two
+  (per-device batch, bytes) points, stays within `capacity`: activations and their
+  gradients grow linearly in the batch, parameters and code do not."""
+  (b0, m0), (b1, m1) = points[:2]
+  slope = (m1 - m0) / (b1 - b0)
+  if slope <= 0:
+    return limit
+  best = max(1, 2 ** int(math.floor(math.log2(max(1.0, (capacity - m0) / slope + b0)))))
+  return min(best, limit)
 
 
 def job_estimates(cfg, results: dict, n_devices: int, devices_per_chip: int = 1) -> dict:

@@ -209,6 +209,21 @@ def workdir_from(dst, *artefacts) -> str:
   return dst
 
 
+def read_scalars(directory) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} of the TensorBoard event files in `directory`, read with
+  TensorBoard's own reader (all of the directory's files, as TensorBoard shows one run)."""
+  from tensorboard.backend.event_processing import event_accumulator
+
+  acc = event_accumulator.EventAccumulator(str(directory), size_guidance={"scalars": 0})
+  acc.Reload()
+  return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+def profiles(directory) -> list[str]:
+  """The jax.profiler traces (xplane.pb, what xprof opens) under a stage's event directory."""
+  return glob.glob(os.path.join(str(directory), "plugins", "profile", "*", "*.xplane.pb"))
+
+
 def _generator_recipe(cfg, ds) -> dict:
   from ecgjax.diffusion import generator as gen_lib
 

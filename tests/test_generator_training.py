@@ -7,12 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TRAINED_DEVICES, tiny_cfg, trained_cfg, workdir_from
+from conftest import TRAINED_DEVICES, read_scalars, tiny_cfg, trained_cfg, workdir_from
 
 from ecgjax.data import pipeline
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.errors import CheckpointError, ConfigError
 from ecgjax.eval import cohorts as generate_main
+from ecgjax.eval import judge as judge_lib
 from ecgjax.generators import cohort, latent_diffusion
 from ecgjax.train import generator as train_lib
 from ecgjax.train import loop
@@ -99,6 +100,33 @@ def test_training_resumes_exactly(ptbxl, tmp_path, trained_dir):
   resumed_log = loop.read_metrics(str(tmp_path / "b" / "generator" / "metrics.jsonl"))
   key = lambda rs: sorted((r["stage"], r["step"], r["loss"]) for r in rs)
   assert key(resumed_log) == key(records)
+
+
+def test_stages_write_tensorboard_scalars(trained_dir):
+  """The trained artefact's stages (VAE, U-Net, judge) wrote TensorBoard event files
+  beside their checkpoints; TensorBoard's own reader finds the logged losses (those of
+  metrics.jsonl), the schedule's learning rate, gradient norms, steps/s and the judge's
+  validation AUROC per epoch."""
+  cfg = trained_cfg()
+  records = loop.read_metrics(os.path.join(trained_dir, "generator", "metrics.jsonl"))
+  for stage, tcfg in (("vae", cfg.train_vae), ("unet", cfg.train_unet)):
+    scalars = read_scalars(os.path.join(trained_dir, "generator", "tensorboard", stage))
+    logged = [(r["step"], r["loss"]) for r in records if r["stage"] == stage]
+    assert [s for s, _ in scalars["train/loss"]] == [s for s, _ in logged] != []
+    np.testing.assert_allclose(
+      [v for _, v in scalars["train/loss"]], [v for _, v in logged], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+      [v for _, v in scalars["train/lr"]],
+      [float(train_lib._schedule(tcfg)(s - 1)) for s, _ in logged],
+      rtol=1e-6,
+    )
+    for tag in ("train/grad_norm", "train/steps_per_s"):
+      assert len(scalars[tag]) == len(logged) and all(v > 0 for _, v in scalars[tag]), tag
+  judge = read_scalars(os.path.join(trained_dir, "tensorboard", "judge_train"))
+  assert len(judge["val/macro_auroc"]) == cfg.classifier.epochs and judge["train/loss"]
+  clf, _ = judge_lib.load(trained_dir, cfg)
+  assert max(v for _, v in judge["val/macro_auroc"]) == pytest.approx(clf.val_auroc, rel=1e-6)
 
 
 @pytest.fixture(scope="session")

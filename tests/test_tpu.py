@@ -7,10 +7,8 @@ import pytest
 
 from ecgjax import tpu
 
-pytestmark = [
-  pytest.mark.skipif(tpu.available() is not None, reason=str(tpu.available())),
-  pytest.mark.xdist_group("tpu"),
-]
+pytestmark = pytest.mark.xdist_group("tpu")
+needs_libtpu = pytest.mark.skipif(tpu.available() is not None, reason=str(tpu.available()))
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +21,7 @@ def _compiled(cfg, mesh, names, batch=None):
   return {n: tpu.analyse(progs[n], tpu.CHIPS["v5e"], mesh.size) for n in names}
 
 
+@needs_libtpu
 def test_train_steps_reduce_gradients_and_the_sampler_communicates_nothing(mesh):
   from conftest import tiny_cfg
 
@@ -42,6 +41,7 @@ def test_train_steps_reduce_gradients_and_the_sampler_communicates_nothing(mesh)
   assert r["sampler"]["collectives"] == {}  # each device denoises its own rows
 
 
+@needs_libtpu
 def test_the_estimate_falls_when_the_per_device_batch_halves(mesh):
   from conftest import tiny_cfg
 
@@ -64,3 +64,14 @@ def test_collectives_are_read_from_hlo_text():
     "all-reduce": {"count": 1, "bytes": 2048},
     "all-gather": {"count": 1, "bytes": 4 * 8 * 2 + 4},
   }
+
+
+def test_batch_search_fits_a_line_through_two_compilations():
+  # 1 GiB fixed + 3 MiB a row: 16 GiB hold (16 - 1) GiB / 3 MiB = 5120 rows; 4096 is the
+  # largest power of two under it.
+  gib, mib = 2**30, 2**20
+  points = [(32, gib + 32 * 3 * mib), (64, gib + 64 * 3 * mib)]
+  assert tpu.fit_batch(points, 16 * gib, limit=1 << 20) == 4096
+  assert tpu.fit_batch(points, 16 * gib, limit=1024) == 1024
+  assert tpu.fit_batch(points, gib + 5 * 3 * mib, limit=1024) == 4  # under the first point
+  assert tpu.fit_batch([(8, gib), (16, gib)], 2 * gib, limit=512) == 512  # flat: the limit

@@ -8,13 +8,15 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
+from conftest import profiles, read_scalars
 
 from ecgjax import configs, metrics
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
 from ecgjax.eval import tstr
-from ecgjax.train import classifier
+from ecgjax.train import classifier, events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,15 +63,20 @@ def test_classifier_learns_on_real_records(ptbxl):
 
 @pytest.mark.parametrize("crop", [0, 250])
 def test_classifier_resumes_exactly(ptbxl, tmp_path, crop):
+  """...and writes TensorBoard scalars (the whole-record run also a profile of step 1)."""
   (xtr, ytr), (xva, yva), _ = _split(ptbxl)
   xtr, ytr = xtr[:64], ytr[:64]
   ccfg = configs.get_config("mini").classifier
   ccfg.update(epochs=2, batch_size=32, crop=crop, arch="xresnet1d_tiny")
   mesh = pipeline.make_mesh(1)
   kw = dict(mesh=mesh, seed=3, progress=False)
-  straight = classifier.train_classifier(
-    ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "a"), **kw
-  )
+  events.set_profile(events.Profile(1, 2) if crop == 0 else None)  # as --profile_steps=1:2
+  try:
+    straight = classifier.train_classifier(
+      ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "a"), **kw
+    )
+  finally:
+    events.set_profile(None)
   classifier.train_classifier(
     ccfg, xtr, ytr, xva, yva, ckpt_dir=str(tmp_path / "b"), stop_after_epochs=1, **kw
   )
@@ -79,6 +86,25 @@ def test_classifier_resumes_exactly(ptbxl, tmp_path, crop):
   assert straight.best_epoch == resumed.best_epoch
   for a, b in zip(jax.tree.leaves(straight.variables), jax.tree.leaves(resumed.variables)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # TensorBoard events beside the checkpoints, read back with TensorBoard's reader: the
+  # loss, gradient norm, steps/s and learning rate of each logged step (every epoch's last
+  # here, 2 steps an epoch), and each epoch's validation AUROC, the best the classifier's.
+  scalars = read_scalars(tmp_path / "tensorboard" / "a")
+  assert {"train/loss", "train/grad_norm", "train/lr", "train/steps_per_s"} <= set(scalars)
+  assert [s for s, _ in scalars["train/loss"]] == [2, 4]
+  assert all(np.isfinite(v) and v > 0 for t in ("loss", "grad_norm", "steps_per_s")
+             for _, v in scalars[f"train/{t}"])  # fmt: skip
+  schedule = optax.cosine_onecycle_schedule(4, ccfg.learning_rate, pct_start=0.3)
+  np.testing.assert_allclose(
+    [v for _, v in scalars["train/lr"]], [float(schedule(s - 1)) for s in (2, 4)], rtol=1e-6
+  )
+  aurocs = [v for _, v in scalars["val/macro_auroc"]]
+  assert [s for s, _ in scalars["val/macro_auroc"]] == [2, 4]
+  assert max(aurocs) == pytest.approx(straight.val_auroc, rel=1e-6)
+  # The resumed run's two halves log the uninterrupted run's losses.
+  assert read_scalars(tmp_path / "tensorboard" / "b")["train/loss"] == scalars["train/loss"]
+  # --profile_steps: a jax.profiler trace xprof opens, beside the events.
+  assert len(profiles(tmp_path / "tensorboard" / "a")) == (1 if crop == 0 else 0)
 
 
 def test_real_subset_run_writes_metrics_and_skips_on_rerun(ptbxl, tmp_path):
@@ -111,7 +137,8 @@ def test_real_subset_run_writes_metrics_and_skips_on_rerun(ptbxl, tmp_path):
   assert set(stored["buckets"]) == {"common", "moderate", "rare"}
   assert stored["n_evaluable"] == int(ptbxl.evaluable().sum()) == len(stored["per_code"])
   assert np.isclose(stored["macro_auroc"], np.mean(list(stored["per_code"].values())))
-  assert sorted(os.listdir(path.parent)) == ["metrics.json"]  # resumption state cleaned up
+  # Resumption state cleaned up; the classifier's TensorBoard events stay.
+  assert sorted(os.listdir(path.parent)) == ["metrics.json", "tensorboard"]
   again, skipped = harness.run("real_subset", 0)
   assert skipped and again == stored
   # Only a run made as asked is reused: progress bars change nothing, another classifier
@@ -204,3 +231,12 @@ def test_every_entry_point_explains_its_flags(main):
   assert "Traceback" not in out.stderr, out.stderr[-2000:]
   assert f"python -m experiments.{main}" in out.stdout  # the usage line of the module's docstring
   assert "--helpfull" in out.stdout
+
+
+def test_profile_steps_flag_parses():
+  """--profile_steps=START:STOP (cli.start hands it to events.set_profile)."""
+  assert events.Profile.parse("10:20") == events.Profile(10, 20)
+  assert events.Profile.parse(None) is None and events.Profile.parse("") is None
+  for bad in ("10", "a:b", "5:5", "-1:3"):
+    with pytest.raises(ValueError, match="START"):
+      events.Profile.parse(bad)

@@ -26,7 +26,7 @@ from ecgjax.data.signals import lead_stats, standardise
 from ecgjax.errors import ConfigError
 from ecgjax.fingerprints import fingerprint
 from ecgjax.models import xresnet1d
-from ecgjax.train import loop
+from ecgjax.train import events, loop
 from ecgjax.train.checkpoint import Checkpointer
 from ecgjax.train.state import TrainState
 
@@ -43,6 +43,10 @@ ARCHS = {
     head_hidden=32,
   ),
 }
+
+
+# Training scalars (loss, learning rate, ...) every this many steps, and at every epoch's end.
+LOG_EVERY = 50
 
 
 def build_model(ccfg, num_classes: int = 71):
@@ -227,7 +231,8 @@ def make_step(model, tx, mean, std, pos_weight=None):
       return loss, updates["batch_stats"]
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads, tx, batch_stats=stats), {"loss": loss}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return state.apply_gradients(grads, tx, batch_stats=stats), metrics
 
   return step
 
@@ -253,6 +258,7 @@ def train_classifier(
   desc: str = "classifier",
   pos_weight: np.ndarray | None = None,
   init_variables: dict | None = None,
+  events_dir: str | None = None,
 ) -> Classifier:
   """Trains for `ccfg.epochs` epochs with `loop.fit`; returns the best-on-validation classifier.
 
@@ -267,6 +273,9 @@ def train_classifier(
   pos_weight (K,): weight of each class's positives in
   the loss. init_variables: start from these weights (fine-tuning a pre-trained
   classifier) instead of a fresh initialisation.
+  events_dir: where its TensorBoard scalars go (loss, learning rate, gradient norm,
+  steps/s, and after every epoch val/macro_auroc); default `tensorboard/<name>` beside
+  ckpt_dir (`events.events_dir`), none without a ckpt_dir.
   """
   crop, stride = check_protocol(ccfg)
   n = len(train_signals)
@@ -337,8 +346,10 @@ def train_classifier(
         "best_auroc": np.float32(auc),
         "best_epoch": np.int32(epoch),
       }
-    return carry, {"epoch": epoch + 1, "val_auroc": f"{auc:.4f}"}
+    return carry, {"epoch": epoch + 1, "val/macro_auroc": auc}
 
+  if events_dir is None and ckpt_dir is not None:
+    events_dir = events.events_dir(ckpt_dir)
   stop_after = None if stop_after_epochs is None else stop_after_epochs * steps_per_epoch
   try:
     state, carry = loop.fit(
@@ -349,8 +360,10 @@ def train_classifier(
       mesh=mesh,
       key=jax.random.fold_in(key, 1),
       checkpointer=ckpt,
-      log_every=steps_per_epoch,
+      log_every=min(steps_per_epoch, LOG_EVERY),
       desc=desc,
+      lr_fn=lr,
+      events_dir=events_dir,
       stop_after=stop_after,
       progress=progress,
       steps_per_epoch=steps_per_epoch,

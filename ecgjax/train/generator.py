@@ -25,11 +25,12 @@ from ecgjax.diffusion.loss import diffusion_loss
 from ecgjax.fingerprints import fingerprint
 from ecgjax.models.embeddings import COND_DIM
 from ecgjax.models.vae import VAE, kl_divergence
-from ecgjax.train import loop
+from ecgjax.train import events, loop
 from ecgjax.train.checkpoint import Checkpointer
 from ecgjax.train.state import TrainState, adamw
 
-# <workdir>/generator/: checkpoints of both stages, metrics.jsonl, plots and the export.
+# <workdir>/generator/: checkpoints of both stages, metrics.jsonl, plots, the export and
+# tensorboard/{vae,unet} (each stage's TensorBoard events and profiles).
 GENERATOR_DIR = "generator"
 
 
@@ -47,7 +48,8 @@ def make_vae_step(vae: VAE, tx, kl_weight: float, mean, std):
       return rec + kl_weight * kl, (rec, kl)
 
     (loss, (rec, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads, tx), {"loss": loss, "recon_mse": rec, "kl": kl}
+    metrics = {"loss": loss, "recon_mse": rec, "kl": kl, "grad_norm": optax.tree.norm(grads)}
+    return state.apply_gradients(grads, tx), metrics
 
   return step
 
@@ -61,7 +63,8 @@ def make_unet_step(unet, tx, schedule, p_uncond: float, ema_decay: float, predic
       denoise, state.params, batch["z"], batch["cond"], key, schedule, p_uncond, prediction
     )
     new = state.apply_gradients(grads, tx, ema_decay=ema_decay)
-    return new, {"loss": loss, "drop_frac": aux["drop_frac"]}
+    metrics = {"loss": loss, "drop_frac": aux["drop_frac"], "grad_norm": optax.tree.norm(grads)}
+    return new, metrics
 
   return step
 
@@ -95,8 +98,9 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
     ),
     "describe": {"vae": gen_lib.describe_model(cfg.vae), "train_vae": fingerprints.describe(tcfg)},
   }
+  ckpt_dir = os.path.join(workdir, GENERATOR_DIR, "vae")
   ckpt = Checkpointer(
-    os.path.join(workdir, GENERATOR_DIR, "vae"),
+    ckpt_dir,
     meta=meta,
     save_interval_steps=tcfg.checkpoint_every,
   )
@@ -112,6 +116,7 @@ def train_vae(cfg, ds, workdir: str, mesh: Mesh, *, stop_after=None, progress=Tr
     log_every=tcfg.log_every,
     desc="vae",
     metrics_path=os.path.join(workdir, GENERATOR_DIR, "metrics.jsonl"),
+    events_dir=events.events_dir(ckpt_dir),
     lr_fn=lr,
     stop_after=stop_after,
     progress=progress,
@@ -175,6 +180,7 @@ def train_unet(cfg, ds, workdir, mesh, vae_params, mean, std, *, stop_after=None
     log_every=tcfg.log_every,
     desc="unet",
     metrics_path=os.path.join(workdir, GENERATOR_DIR, "metrics.jsonl"),
+    events_dir=events.events_dir(os.path.join(workdir, GENERATOR_DIR, "unet")),
     lr_fn=lr,
     stop_after=stop_after,
     progress=progress,

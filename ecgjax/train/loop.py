@@ -3,7 +3,8 @@
 `train_step(state, batch, key) -> (state, metrics)` is jitted by the caller
 with explicit shardings (`jit_train_step`); this loop feeds it global batches
 placed on the mesh, fetches metrics only on logging steps, appends them to a
-JSON-lines file (process 0 only) and saves checkpoints through orbax. A run
+JSON-lines file and as TensorBoard scalars (process 0 only; `events`), traces the
+steps a `events.Profile` names with jax.profiler, and saves checkpoints through orbax. A run
 restarted with the same arguments resumes from its latest checkpoint,
 including the data iterator, and ends with the same parameters as a run that
 was never interrupted.
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ecgjax import storage
 from ecgjax.data import pipeline
+from ecgjax.train import events
 from ecgjax.train.checkpoint import Checkpointer
 
 
@@ -64,6 +66,8 @@ def fit(
   steps_per_epoch: int | None = None,
   on_epoch_end: Callable | None = None,
   carry=None,
+  events_dir: str | None = None,
+  profile: events.Profile | None = None,
 ):
   """Runs `train_step` until `num_steps`, resuming from `checkpointer` if it has a step.
 
@@ -72,7 +76,13 @@ def fit(
   on_epoch_end: `(state, carry, epoch) -> (carry, postfix)` after every
   `steps_per_epoch` steps, e.g. validation and best-epoch bookkeeping; `carry`
   (a pytree) is checkpointed with the state and restored with it, and
-  `postfix` (a dict) is shown on the progress bar.
+  `postfix` (a dict) is shown on the progress bar; its numbers are also written as
+  TensorBoard scalars under their own names (e.g. 'val/macro_auroc').
+  events_dir: the stage's TensorBoard directory (`events.events_dir`): on every logging
+  step the step's metrics (the step function's, e.g. loss and grad_norm, with steps_per_s
+  and, given lr_fn, the learning rate the step used) as 'train/<name>'. None: no events.
+  profile: the steps to trace into events_dir (default: `events.get_profile()`, the
+  mains' --profile_steps).
   Returns the final state (replicated on `mesh`), or (state, carry) when a
   carry is given.
   """
@@ -99,11 +109,15 @@ def fit(
     unit="step",
     disable=not progress or jax.process_index() != 0,
   )
+  writer = events.open_writer(events_dir)
+  tracer = events.Tracer(events.get_profile() if profile is None else profile, events_dir)
   t_last, steps_last = time.perf_counter(), start
   try:
     for step in range(start, end):
+      tracer.before(step)
       batch = pipeline.shard_batch(next(data_iter), mesh)
       state, metrics = train_step(state, batch, key)
+      tracer.after(step, (state, metrics))
       done = step + 1
       if done % log_every == 0 or done == end:
         metrics = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
@@ -113,15 +127,21 @@ def fit(
         if lr_fn is not None:
           metrics["lr"] = float(lr_fn(step))
         _write_jsonl(metrics_path, {"stage": desc, "step": done, **metrics})
+        writer.scalars(done, metrics, prefix="train/")
         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
       if on_epoch_end is not None and done % steps_per_epoch == 0:
         carry, postfix = on_epoch_end(state, carry, done // steps_per_epoch - 1)
-        bar.set_postfix(postfix)
+        numbers = {k: v for k, v in postfix.items() if isinstance(v, (int, float, np.number))}
+        writer.scalars(done, numbers)
+        writer.flush()
+        bar.set_postfix({k: f"{v:.4g}" if k in numbers else v for k, v in postfix.items()})
       if checkpointer is not None:
         tree = {"train": state, "carry": carry} if with_carry else state
         checkpointer.save(done, tree, data_iter, force=done == end)
       bar.update(1)
   finally:
+    tracer.stop()
+    writer.close()
     bar.close()
     if checkpointer is not None:
       checkpointer.wait()
