@@ -95,6 +95,7 @@ def batch_search(cfg, mesh, chip, name: str, base: int, first: dict) -> list[dic
   the preset's batch (`first`, already compiled) and twice it give the memory's line in
   the batch (`tpu.fit_batch`); the largest power of two under the line is compiled to
   check it fits, and where it does not, halved until it does. Each with its estimate."""
+
   def at(per: int) -> dict:
     progs = {p.name: p for p in tpu.programs(cfg, mesh, batch={name: per * mesh.size})}
     r = tpu.analyse(progs[name], chip, mesh.size)

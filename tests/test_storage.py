@@ -186,7 +186,7 @@ def test_tstr_and_report_in_a_bucket_match_a_local_workdir(gcs, tmp_path, ptbxl)
   workdir: tests/test_multiprocess.py; experiments.report's own checks of --workdir:
   test_bad_urls_are_refused_with_one_line.)"""
   import fsspec
-  from conftest import TRAINED_DEVICES, as_flags, trained, trained_cfg, workdir_from
+  from conftest import TRAINED_DEVICES, as_flags, read_scalars, trained, trained_cfg, workdir_from
 
   from ecgjax.data import pipeline
   from ecgjax.eval import report, tstr
@@ -226,7 +226,22 @@ def test_tstr_and_report_in_a_bucket_match_a_local_workdir(gcs, tmp_path, ptbxl)
   print("macro AUROC: bucket", got["macro_auroc"], "local", want["macro_auroc"])
   for k in ("macro_auroc", "val_macro_auroc", "buckets", "per_code", "best_epoch", "n_train"):
     assert got[k] == want[k], k
-  assert storage.listdir(f"{wd}/tstr/real_matched/seed_0") == ["metrics.json"]  # scratch gone
+  run_dir = f"{wd}/tstr/real_matched/seed_0"
+  assert storage.listdir(run_dir) == ["metrics.json", "tensorboard"]  # scratch gone
+  # The classifier's TensorBoard events, written whole into the bucket: the local run's losses.
+  tb, tb_local = f"{run_dir}/tensorboard/classifier", tmp_path / "tb"
+  tb_local.mkdir()
+  for name in storage.listdir(tb):
+    with storage.open(f"{tb}/{name}", "rb") as f:
+      (tb_local / name).write_bytes(f.read())
+  losses = read_scalars(tb_local)["train/loss"]
+  assert (
+    losses
+    and losses
+    == read_scalars(
+      os.path.join(local, "tstr", "real_matched", "seed_0", "tensorboard", "classifier")
+    )["train/loss"]
+  )
   for name in ("table1.csv", "table1.md"):
     with storage.open(f"{wd}/report/{name}") as f:
       assert f.read() == pathlib.Path(local, "report", name).read_text(), name
