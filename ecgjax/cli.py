@@ -8,7 +8,7 @@ import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
-from ecgjax import configs
+from ecgjax import configs, storage
 from ecgjax.data import pipeline
 from ecgjax.errors import ConfigError
 from ecgjax.train import events
@@ -37,9 +37,17 @@ def define_flags() -> None:
     "Override any preset value, e.g. --config.train_unet.steps=5000 (applied on top of --preset).",
   )
   flags.DEFINE_string(
-    "data_dir", None, "PTB-XL root in its official layout; default: the embedded 400-record slice."
+    "data_dir",
+    None,
+    "PTB-XL root in its official layout, a local path or a URL (gs://bucket/ptb-xl/1.0.3); "
+    "default: the embedded 400-record slice.",
   )
-  flags.DEFINE_string("workdir", "workdir", "Where checkpoints, cohorts and results go.")
+  flags.DEFINE_string(
+    "workdir",
+    "workdir",
+    "Where checkpoints, cohorts and results go: a local path or a URL (gs://bucket/dir), "
+    "which a slice of several hosts needs.",
+  )
   flags.DEFINE_integer("num_devices", None, "Devices on the ('data',) mesh; default: all.")
   flags.DEFINE_enum(
     "distributed",
@@ -104,11 +112,16 @@ def start(evaluation: str | None = None) -> tuple:
   optional packages are checked first, so a missing one is refused before any work.
   Under several processes the workdir must be storage every process sees: process 0
   writes a marker into it and every other process must find it (`pipeline.check_shared_directory`).
+  A workdir or data URL that cannot work (no backend for its scheme, no credentials, no
+  such bucket) is refused first, before anything is written.
   """
   if evaluation is not None:
     from ecgjax.eval import registry
 
     registry.get(evaluation).require()
+  storage.check(_FLAGS.workdir, "--workdir")
+  if _FLAGS.data_dir is not None:
+    storage.check(_FLAGS.data_dir, "--data_dir")
   want = _FLAGS.distributed == "on" or (_FLAGS.distributed == "auto" and _launched_multihost())
   if want:
     jax.distributed.initialize(**_process_from_env())
@@ -129,9 +142,7 @@ def start(evaluation: str | None = None) -> tuple:
 
 def enable_compilation_cache() -> None:
   """XLA's persistent cache: a rerun (or a resumed run) skips recompiling."""
-  from ecgjax.data.ptbxl import default_cache_dir
-
-  path = os.environ.get("ECGJAX_JAX_CACHE_DIR") or os.path.join(default_cache_dir(), "xla")
+  path = os.environ.get("ECGJAX_JAX_CACHE_DIR") or os.path.join(storage.default_cache_dir(), "xla")
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 

@@ -21,7 +21,12 @@ class CheckpointError(ValueError):
   """A missing, corrupt or mismatched checkpoint; the message names it."""
 
 
-USER_ERRORS = (DataError, ConfigError, CheckpointError)
+class StorageError(ValueError):
+  """A path or URL that cannot be read or written (no backend for its scheme, no
+  credentials, no such bucket or object); the message names it."""
+
+
+USER_ERRORS = (DataError, ConfigError, CheckpointError, StorageError)
 
 
 def _in_multiprocess_job() -> bool:

@@ -21,7 +21,7 @@ import os
 
 from absl import flags
 
-from ecgjax import cli, errors, generators, policies
+from ecgjax import cli, errors, generators, policies, storage
 from ecgjax.data import load_ptbxl
 from ecgjax.errors import ConfigError
 from ecgjax.eval import audit, cohorts, pipeline_setup
@@ -52,6 +52,8 @@ def main(argv):
   if (_COHORT.value is None) == (_POLICY.value is None):
     raise ConfigError("give exactly one of --cohort=DIR and --policy=NAME")
   cfg, mesh = cli.start(evaluation="audit")
+  if _COHORT.value is not None:
+    storage.check(_COHORT.value, "--cohort")
   ds = load_ptbxl(cli.data_dir())
   workdir = cli.workdir()
   kind = cfg.generator.kind

@@ -14,7 +14,7 @@ signal pages the stage touches) and peak anonymous RSS (sampled every 5 ms:
 the process's own allocations); RSS before the stage; the largest worker
 process (load). Stages:
 
-  load_cold      load_ptbxl with an empty cache (wfdb decode by a process pool, cache write)
+  load_cold      load_ptbxl with an empty cache (decode by a thread pool, cache write)
   load_cached    load_ptbxl from the cache (content hash of every file, memmap)
   table          ecgjax.policies.make_table
   draw:<policy>  every registered policy at n = --n (default: the paper preset's tstr.n);

@@ -28,7 +28,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host's own backend; the TPU
 
 from absl import flags  # noqa: E402
 
-from ecgjax import configs, errors, fileio, tpu  # noqa: E402
+from ecgjax import configs, errors, storage, tpu  # noqa: E402
 from ecgjax.errors import ConfigError  # noqa: E402
 
 _TOPOLOGY = flags.DEFINE_list("topology", ["v5e:2x2"], "TPU topologies, e.g. v5e:2x2,v5p:2x2x2.")
@@ -98,10 +98,9 @@ def batch_search(cfg, mesh, chip, name: str, base: int, first: dict) -> list[dic
   check it fits, and where it does not, halved until it does. Each with its estimate. The
   whole sampler is compiled for its memory only: at each batch its time is that of
   `sampler_step` (compiled too) x steps, as in the table."""
-  key = "sampler" if name == "sampler" else name
 
   def at(per: int) -> dict:
-    progs = {p.name: p for p in tpu.programs(cfg, mesh, batch={key: per * mesh.size})}
+    progs = {p.name: p for p in tpu.programs(cfg, mesh, batch={name: per * mesh.size})}
     r = tpu.analyse(progs[name], chip, mesh.size)
     if name == "sampler":
       step = tpu.analyse(progs["sampler_step"], chip, mesh.size)
@@ -189,7 +188,7 @@ def main(argv):
           )
     record["topologies"][topology] = entry
     if _JSON.value:  # after each topology, so a long run keeps what it has
-      fileio.write_json(_JSON.value, record)
+      storage.write_json(_JSON.value, record)
       print(f"wrote {_JSON.value}")
 
 

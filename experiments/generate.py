@@ -21,7 +21,7 @@ import os
 
 from absl import flags
 
-from ecgjax import cli, errors, policies
+from ecgjax import cli, errors, policies, storage
 from ecgjax.data import load_ptbxl
 from ecgjax.eval import cohorts
 from ecgjax.generators import cohort
@@ -47,6 +47,8 @@ _SHARD_SIZE = flags.DEFINE_integer(
 def main(argv):
   del argv
   cfg, mesh = cli.start()
+  if _OUT.value is not None:
+    storage.check(_OUT.value, "--out")
   cohorts.check_request(_N.value, _POLICY.value)
   ds = load_ptbxl(cli.data_dir())
   kind = cfg.generator.kind

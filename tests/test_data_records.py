@@ -125,7 +125,7 @@ def test_fast_reader_equals_wfdb_and_leaves_other_records_to_it(tmp_path, monkey
   assert records.read_ptbxl_fast(path) is None
 
 
-def test_the_process_pool_reads_what_one_process_reads(ptbxl, monkeypatch):
+def test_the_thread_pool_reads_what_one_thread_reads(ptbxl, monkeypatch):
   """The pool path (used from 1,000 records) with a bounded window of chunks in flight."""
   from ecgjax.data import records
 

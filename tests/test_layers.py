@@ -12,7 +12,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Units: subpackages and top-level modules of ecgjax, lowest layer first.
 LAYERS = [
-  {"errors", "fileio", "fingerprints"},  # leaf helpers
+  {"errors", "fingerprints"},  # leaf helpers
+  {"storage"},  # every file read or written: local paths and gs:// URLs alike
   {"data", "models"},  # records, condition table, pipelines; Flax modules
   {"metrics", "diffusion", "policies", "fidelity"},  # scores; DDPM/DDIM; policies; audit measures
   {"train"},  # training loops and checkpoints (classifier, VAE + U-Net)

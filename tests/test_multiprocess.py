@@ -4,7 +4,7 @@ mid-run; layouts that would diverge are refused."""
 
 import json
 import os
-import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +20,8 @@ from conftest import (
   trained_cfg,
   workdir_from,
 )
+
+from ecgjax import storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "launch", "multiprocess.sh")
@@ -52,28 +54,49 @@ def _run(cmd, env, timeout=900) -> subprocess.CompletedProcess:
   return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _launch(env, nproc, devices, *args, check=True) -> subprocess.CompletedProcess:
+def _launch(env, nproc, devices, *args, check=True, command=None) -> subprocess.CompletedProcess:
   """nproc processes x devices CPU devices through the launcher; nproc=None: one plain
-  process (no coordinator) with `devices` devices."""
-  cmd = [sys.executable, "-m", *args]
+  process (no coordinator) with `devices` devices. command: what each process runs
+  (default: python -m args)."""
+  cmd = command or [sys.executable, "-m", *args]
   if nproc is None:
     env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   else:
     cmd = ["bash", LAUNCH, str(nproc), str(devices), "--", *cmd]
   proc = _run(cmd, env)
   if check:
-    assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    what = args[0] if args else cmd[-1]
+    assert proc.returncode == 0, f"{what} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
   return proc
 
 
 def _metrics(workdir, policy=POLICY, seed=0) -> dict:
-  with open(os.path.join(workdir, "tstr", policy, f"seed_{seed}", "metrics.json")) as f:
-    return json.load(f)
+  return storage.read_json(os.path.join(workdir, "tstr", policy, f"seed_{seed}", "metrics.json"))
 
 
 def _losses(workdir) -> list[tuple]:
-  with open(os.path.join(workdir, "generator", "metrics.jsonl")) as f:
+  with storage.open(os.path.join(workdir, "generator", "metrics.jsonl")) as f:
     return [(r["stage"], r["step"], r["loss"]) for r in map(json.loads, f)]
+
+
+def _as_hosts(tmp_path, *args) -> list[str]:
+  """`python -m args` for each process of a launch, as on a host of its own: a data cache
+  of its own ($ECGJAX_CACHE_DIR, where PTB-XL is decoded and a bucket's files mirrored);
+  what the processes share is the gs:// workdir (and XLA's compilation cache)."""
+  cache = shlex.quote(str(tmp_path / "cache_host"))
+  command = shlex.join([sys.executable, "-m", *args])
+  return ["bash", "-c", f"ECGJAX_CACHE_DIR={cache}$JAX_PROCESS_ID exec {command}"]
+
+
+def _finished_steps(ckpt) -> list[int]:
+  """The checkpoint steps orbax has finished: in a bucket, those with commit_success.txt
+  (a step's prefix appears with its first object)."""
+  if not storage.is_url(ckpt):
+    return sorted(int(d) for d in storage.listdir(ckpt) if d.isdigit())
+  return sorted(
+    int(d) for d in storage.listdir(ckpt)
+    if d.isdigit() and storage.isfile(f"{ckpt}/{d}/commit_success.txt")
+  )  # fmt: skip
 
 
 def _same_metrics(a: dict, b: dict, tol: float) -> None:
@@ -134,7 +157,7 @@ def _kill_one_process_once(cmd, env, ckpt, log_path) -> str:
     )
     try:
       deadline = time.monotonic() + 900
-      while not (os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))):
+      while not _finished_steps(ckpt):
         assert launcher.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "no classifier checkpoint after 15 minutes"
         time.sleep(0.02)
@@ -154,8 +177,10 @@ def _kill_one_process_once(cmd, env, ckpt, log_path) -> str:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_a_killed_process_resumes(tmp_path, ptbxl):
-  """tstr for a judge policy in an empty workdir, which under `mini` first trains the tiny
+def test_two_processes_match_one_process_and_a_killed_process_resumes(tmp_path, ptbxl, gcs):
+  """tstr for a judge policy in an empty gs:// workdir (a bucket of the fake GCS server,
+  conftest.gcs: two processes that share no directory, as two hosts of a slice, each with
+  a data cache of its own), which under `mini` first trains the tiny
   generator (train_generator's path: VAE, U-Net, export, figures) and the judge
   (train_judge's path), under 2 processes x 2 devices, with one process SIGKILLed once the
   classifier has a checkpoint: the launcher stops the other and fails, and the same command
@@ -188,33 +213,38 @@ def test_two_processes_match_one_process_and_a_killed_process_resumes(tmp_path, 
   seed_dir = os.path.join("tstr", POLICY, "seed_0")
 
   # From an empty workdir under 2 x 2, killed once the classifier has a checkpoint.
-  wd = str(tmp_path / "2x2")
+  bucket = gcs("multiprocess") + f"/{tmp_path.name}"
+  wd = f"{bucket}/2x2"
   ckpt = os.path.join(wd, seed_dir, "classifier")
-  cmd = ["bash", LAUNCH, "2", "2", "--", sys.executable, "-m", *run(wd)]
+  cmd = ["bash", LAUNCH, "2", "2", "--", *_as_hosts(tmp_path, *run(wd))]
   output = _kill_one_process_once(cmd, env, ckpt, tmp_path / "killed.log")
   assert "training the mini generator first" in output
   assert "training the mini judge first" in output
-  assert os.path.isfile(os.path.join(wd, "generator", "ecg_comparison.png"))
-  assert not os.path.exists(os.path.join(wd, seed_dir, "metrics.json"))
-  steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  assert storage.isfile(os.path.join(wd, "generator", "ecg_comparison.png"))
+  assert not storage.exists(os.path.join(wd, seed_dir, "metrics.json"))
+  steps = _finished_steps(ckpt)
   assert steps and steps[-1] < 3, steps  # killed before the last epoch
   # The uninterrupted run's workdir: the killed run's generator, judge and cohort (the
   # pool and the judge's selection; the classifier's checkpoints stay behind).
-  straight = str(tmp_path / "straight")
+  import fsspec
+
+  straight = f"{bucket}/straight"
+  fs = fsspec.filesystem("gs")
   for part in ("generator", "judge", os.path.join(seed_dir, "cohort")):
-    shutil.copytree(os.path.join(wd, part), os.path.join(straight, part))
+    fs.copy(os.path.join(wd, part), os.path.join(straight, part), recursive=True)
 
   # Resumed by the same command.
-  proc = _launch(env, 2, 2, *run(wd))
+  proc = _launch(env, 2, 2, command=_as_hosts(tmp_path, *run(wd)))
   assert "training the mini" not in proc.stdout  # the killed run's generator and judge
   resumed = _metrics(wd)
 
   # Uninterrupted under 2 x 2. Both processes printed the table; process 0 alone wrote files.
-  proc = _launch(env, 2, 2, *run(straight))
+  proc = _launch(env, 2, 2, command=_as_hosts(tmp_path, *run(straight)))
   assert "training the mini" not in proc.stdout  # the copied generator and judge were used
   assert proc.stdout.count(f"{POLICY}           0     16") == 2
   for workdir in (wd, straight):
-    assert not any("shared_check" in f for f in os.listdir(workdir))
+    assert not any("shared_check" in f for f in storage.listdir(workdir))
+  assert not os.path.exists(os.path.join(REPO, "gs:"))  # no local directory named after a URL
   ma = _metrics(straight)
   _same_metrics(resumed, ma, tol=1e-6)
   assert resumed["per_code"].keys() == ma["per_code"].keys()

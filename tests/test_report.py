@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgjax import fileio
+from ecgjax import storage
 from ecgjax.eval import render, runs, table1, tstr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -222,7 +222,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     raise RuntimeError("killed")
 
   with pytest.raises(RuntimeError):
-    fileio.atomic_write(str(tmp_path / "table1.md"), fail)
+    storage.atomic_write(str(tmp_path / "table1.md"), fail)
   assert os.listdir(tmp_path) == []
 
 
@@ -331,11 +331,51 @@ def test_sweep_runs_every_policy_in_table1_order_then_the_report():
   assert _bash("launch/sweep.sh", "--seeds=zero").returncode == 1
 
 
-def test_tpu_vm_sweep_runs_on_every_worker_and_reports_on_worker_0():
-  proc = _bash("launch/tpu_vm.sh", "sweep", "--seeds=0", env={"DRY_RUN": "1", "TPU_NAME": "t"})
-  assert proc.returncode == 0, proc.stderr
-  sweep, rep = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
+def test_tpu_vm_on_a_v5e_16_slice_keeps_its_workdir_and_data_in_a_bucket(tmp_path):
+  """A v5e-16 slice (4 hosts, no shared filesystem): refused without a bucket before any
+  command; with BUCKET the workdir is gs://<bucket>/ecgjax/<TPU_NAME> on every worker, the
+  data are read from their bucket (no copy step), the sweep runs on every worker and the
+  report on worker 0, and fetch copies the results from the bucket (no ssh). A single host
+  keeps its local default."""
+  base = {"DRY_RUN": "1", "TPU_NAME": "t", "ACCELERATOR_TYPE": "v5litepod-16",
+          "LOCAL_OUT": str(tmp_path / "out")}  # fmt: skip
+  for sub in ("create", "install", "train", "sweep", "fetch"):
+    proc = _bash("launch/tpu_vm.sh", sub, env=base)
+    assert proc.returncode == 1 and proc.stdout == "", (sub, proc.stdout)
+    assert proc.stderr.strip() == (
+      "error: ACCELERATOR_TYPE=v5litepod-16 is a slice of 4 hosts, which share no filesystem: "
+      "set BUCKET=gs://your-bucket (or WORKDIR=gs://...) for the workdir (launch/README.md)"
+    )
+  assert _bash("launch/tpu_vm.sh", "delete", env=base).returncode == 0
+
+  env = {**base, "BUCKET": "gs://b", "DATA_GCS": "gs://d/ptb-xl/1.0.3/"}
+  run = lambda *args, **more: [
+    shlex.split(line)
+    for line in _bash("launch/tpu_vm.sh", *args, env={**env, **more}).stdout.strip().splitlines()
+  ]
+  (create,) = run("create")
+  assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "t"]
+  assert "--accelerator-type=v5litepod-16" in create
+  assert not any("ptb-xl" in " ".join(c) for c in run("install"))  # no copy step
+  (train,) = run("train")
+  remote = shlex.split(train[-1].removeprefix("--command="))
+  assert "--worker=all" in train and "experiments.train_generator" in remote
+  assert "--workdir=gs://b/ecgjax/t" in remote and "--data_dir=gs://d/ptb-xl/1.0.3" in remote
+  sweep, rep = run("sweep", "--seeds=0")
   assert sweep[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in sweep
   remote = shlex.split(sweep[-1].removeprefix("--command="))
   assert "launch/sweep.sh" in remote and "--no_report" in remote and "--distributed=on" in remote
+  assert "--workdir=gs://b/ecgjax/t" in remote
   assert "--worker=0" in rep and "experiments.report" in rep[-1]
+  assert "--workdir=gs://b/ecgjax/t" in rep[-1]
+  out = str(tmp_path / "out")
+  assert run("fetch") == [
+    ["gcloud", "storage", "rsync", "-r", f"gs://b/ecgjax/t/{part}", f"{out}/{part}"]
+    for part in ("tstr", "blend", "report")
+  ]
+  # The copy step on request; a single host without a bucket: the local default.
+  (copy,) = [c for c in run("install", COPY_DATA="1") if "ptb-xl" in c[-1]]
+  assert "gcloud storage cp -r gs://d/ptb-xl/1.0.3/'*' ~/ptb-xl/" in copy[-1]
+  (train,) = run("train", ACCELERATOR_TYPE="v5litepod-8", BUCKET="", DATA_GCS="")
+  assert "--workdir=workdir" in shlex.split(train[-1].removeprefix("--command="))
+  assert "--worker=0" in run("fetch", ACCELERATOR_TYPE="v5litepod-8", BUCKET="")[0]

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ecgjax import fileio
+from ecgjax import storage
 from ecgjax.data import ptbxl
 from ecgjax.data import records as records_lib
 from ecgjax.data.signals import LIMB_FROM_I_II
@@ -213,8 +213,8 @@ def _write_chunk(args) -> int:
     )
     path = os.path.join(out, rel)
     # .dat first: a record counts as written once its header exists.
-    fileio.atomic_write(path + ".dat", lambda f, d=data: f.write(d), mode="wb")
-    fileio.atomic_write(path + ".hea", lambda f, h=header: f.write(h), mode="wb")
+    storage.atomic_write(path + ".dat", lambda f, d=data: f.write(d), mode="wb")
+    storage.atomic_write(path + ".hea", lambda f, h=header: f.write(h), mode="wb")
   return len(ecg_ids)
 
 
@@ -260,7 +260,7 @@ def _check_manifest(out: str, identity: dict) -> None:
     return
   if os.path.isdir(out) and os.listdir(out):
     raise DataError(f"{out} is not empty and holds no {MANIFEST}; choose an empty directory")
-  fileio.write_json(path, identity)
+  storage.write_json(path, identity)
 
 
 def _readme(identity: dict, plan: Plan, num_patients: int) -> str:
@@ -316,6 +316,12 @@ def write_fullsize(
   `load_ptbxl(out)` once `complete` is True.
   """
   t0 = time.perf_counter()
+  for what, path in (("out", out), ("source", source)):
+    if path is not None and storage.is_url(path):
+      raise DataError(
+        f"{what}={path}: the full-size writer reads and writes local directories; write "
+        f"locally, then copy the directory to the bucket (gcloud storage cp -r)"
+      )
   if num_records < 1 or num_records > 99_999:
     raise DataError(f"num_records={num_records}: must be in 1..99999 (five-digit ecg_id)")
   root = os.path.abspath(source if source is not None else ptbxl.embedded_data_dir())
@@ -372,7 +378,7 @@ def write_fullsize(
   complete = bool(_written(out, num_records).all())
   num_patients = int(plan.db["patient_id"].nunique())
   if complete:
-    with fileio.atomic_path(os.path.join(out, ptbxl.STATEMENTS_CSV)) as tmp:
+    with storage.atomic_path(os.path.join(out, ptbxl.STATEMENTS_CSV)) as tmp:
       shutil.copyfile(os.path.join(root, ptbxl.STATEMENTS_CSV), tmp)
     provenance = pd.DataFrame(
       {
@@ -382,14 +388,14 @@ def write_fullsize(
         "scale": plan.scale,
       }
     )
-    fileio.atomic_write(
+    storage.atomic_write(
       os.path.join(out, PROVENANCE_CSV), lambda f: provenance.to_csv(f, index=False)
     )
-    fileio.atomic_write(
+    storage.atomic_write(
       os.path.join(out, README), lambda f: f.write(_readme(identity, plan, num_patients))
     )
     # Last: the database CSV is what makes the directory a dataset.
-    fileio.atomic_write(
+    storage.atomic_write(
       os.path.join(out, ptbxl.DATABASE_CSV), lambda f: plan.db.to_csv(f, index=False)
     )
   return {

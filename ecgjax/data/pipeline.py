@@ -22,8 +22,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ecgjax import storage
 from ecgjax.errors import ConfigError
-from ecgjax.fileio import atomic_write
 
 DATA_AXIS = "data"
 # Batches read ahead by the training stream's threads. grain's default (500 elements, here
@@ -235,26 +235,25 @@ def check_shared_directory(path: str, what: str) -> None:
     np.frombuffer(secrets.token_bytes(16), np.uint8).copy()
   )
   token = bytes(np.asarray(token, np.uint8)).hex()
-  marker = os.path.join(os.path.abspath(path), f"{SHARED_MARKER}.{token}")
+  marker = os.path.join(storage.normalize(path), f"{SHARED_MARKER}.{token}")
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    atomic_write(marker, lambda f: f.write(token))
+    storage.atomic_write(marker, lambda f: f.write(token))
   barrier(f"ecgjax shared check {token} written")
   try:
-    with open(marker, encoding="utf-8") as f:
+    with storage.open(marker, encoding="utf-8") as f:
       seen = f.read() == token
   except OSError:
     seen = False
   ok = _all_processes(np.bool_(seen)).reshape(-1)
   barrier(f"ecgjax shared check {token} read")
   if jax.process_index() == 0:
-    os.remove(marker)
+    storage.remove(marker)
   if not ok.all():
     blind = ", ".join(str(i) for i in np.flatnonzero(~ok))
     raise ConfigError(
       f"{what}={path}: process(es) {blind} of {jax.process_count()} do not see the marker "
       f"process 0 wrote at {marker}; under several processes it must be storage every "
-      f"process sees at the same path (a shared filesystem or a bucket mount), since "
+      f"process sees at the same path (a shared filesystem or a gs:// bucket), since "
       f"process 0 writes the checkpoints, cohorts and results the others read "
       f"(launch/README.md)"
     )

@@ -1,7 +1,9 @@
 """PTB-XL in its official layout -> signals and the condition table (docs/design.md §2, §8).
 
 `load_ptbxl(None)` reads the real 400-record slice embedded in the package;
-`load_ptbxl(path)` reads any PTB-XL v1.0.x root, e.g. the full 21,799 records.
+`load_ptbxl(path)` reads any PTB-XL v1.0.x root, e.g. the full 21,799 records,
+on local disk or in a bucket (`gs://bucket/ptb-xl/1.0.3`: the files it reads are
+downloaded in parallel into a local mirror first, `storage.local_mirror`).
 Decoded signals are cached as one memory-mappable .npy keyed by a hash of the
 dataset's bytes (CSVs, headers and signal files), written atomically.
 """
@@ -16,12 +18,13 @@ import os
 import numpy as np
 import pandas as pd
 
-from ecgjax import fileio
+from ecgjax import storage
 from ecgjax.data import pipeline
 from ecgjax.data import records as records_lib
 from ecgjax.data import signals as signals_lib
 from ecgjax.data import table as T
 from ecgjax.data.table import DataError
+from ecgjax.errors import StorageError
 
 DATABASE_CSV = "ptbxl_database.csv"
 STATEMENTS_CSV = "scp_statements.csv"
@@ -44,10 +47,7 @@ def embedded_data_dir() -> str:
   return str(importlib.resources.files("ecgjax.data") / "ptbxl_mini")
 
 
-def default_cache_dir() -> str:
-  return os.environ.get("ECGJAX_CACHE_DIR") or os.path.join(
-    os.path.expanduser("~"), ".cache", "ecgjax"
-  )
+default_cache_dir = storage.default_cache_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,14 +104,17 @@ class PTBXL:
     return self.labels.shape[0]
 
 
-def _read_csvs(root: str) -> tuple[pd.DataFrame, list[str]]:
+def _read_csvs(root: str, shown: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+  """The database (sorted by ecg_id) and the statement codes; `shown`: the root as the
+  user gave it (a URL whose local mirror `root` is), for messages."""
+  shown = shown or root
   if not os.path.isdir(root):
-    raise DataError(f"PTB-XL root not found: {root} is not a directory")
+    raise DataError(f"PTB-XL root not found: {shown} is not a directory")
   db_path = os.path.join(root, DATABASE_CSV)
   st_path = os.path.join(root, STATEMENTS_CSV)
   for path in (db_path, st_path):
     if not os.path.isfile(path):
-      raise DataError(f"PTB-XL root {root}: missing {os.path.basename(path)}")
+      raise DataError(f"PTB-XL root {shown}: missing {os.path.basename(path)}")
   try:
     db = pd.read_csv(db_path)
     statements = pd.read_csv(st_path, index_col=0)
@@ -167,7 +170,7 @@ def _load_signals(root, rel_paths, key, cache_dir, num_workers, progress) -> np.
     cached = np.load(path, mmap_mode="r")
     if cached.shape == shape and cached.dtype == np.float32:
       return cached
-  with fileio.atomic_path(path) as tmp:  # readers see the whole file or none
+  with storage.atomic_path(path) as tmp:  # readers see the whole file or none
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     records_lib.read_records(root, rel_paths, out=out, num_workers=num_workers, progress=progress)
     out.flush()
@@ -188,12 +191,16 @@ def load_ptbxl(
   ~/.cache/ecgjax), a path, or None/False to decode without caching.
   Raises DataError naming the file, record, field or value at fault.
   """
-  root = os.path.abspath(data_dir if data_dir is not None else embedded_data_dir())
+  shown = storage.normalize(data_dir if data_dir is not None else embedded_data_dir())
   if cache_dir is True:
     cache_dir = default_cache_dir()
   elif cache_dir is False:
     cache_dir = None
-  db, codes = _read_csvs(root)
+  root = shown
+  if storage.is_url(shown):
+    storage.check(shown, "--data_dir")
+    root = storage.local_mirror(shown, [DATABASE_CSV, STATEMENTS_CSV], cache_dir=cache_dir)
+  db, codes = _read_csvs(root, shown)
   ecg_id = db["ecg_id"].to_numpy(np.int64)
   scp = [T.parse_scp_codes(text, i) for text, i in zip(db["scp_codes"], ecg_id)]
   labels = T.label_matrix(scp, codes, ecg_id)
@@ -211,9 +218,15 @@ def load_ptbxl(
   )
   demo_z = T.zscore(demo, mean, std)
   rel_paths = [str(p) for p in db["filename_lr"]]
+  if storage.is_url(shown):
+    files = [rel + ext for rel in rel_paths for ext in (".hea", ".dat")]
+    try:
+      storage.local_mirror(shown, files, cache_dir=cache_dir)
+    except StorageError as e:
+      raise DataError(f"PTB-XL root {shown}: {e}") from None
   key = _content_key(root, rel_paths)
   # Several processes may read host-local copies, but they must be the same bytes.
-  pipeline.check_same_on_processes(key, f"the data at {root} (--data_dir)")
+  pipeline.check_same_on_processes(key, f"the data at {shown} (--data_dir)")
   signals = _load_signals(root, rel_paths, key, cache_dir, num_workers, progress)
   return PTBXL(
     signals=signals,
@@ -229,6 +242,6 @@ def load_ptbxl(
     ecg_id=ecg_id,
     patient_id=db["patient_id"].to_numpy(np.float64).astype(np.int64),
     codes=tuple(codes),
-    data_dir=root,
+    data_dir=shown,
     content_key=key,
   )

@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp  # noqa: E402
 import pandas as pd  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
-from ecgjax import policies  # noqa: E402
+from ecgjax import policies, storage  # noqa: E402
 from ecgjax.errors import CheckpointError, ConfigError  # noqa: E402
 from ecgjax.eval import runs, salts  # noqa: E402
 from ecgjax.eval.render import markdown, save_figure, to_csv, write_text  # noqa: E402
@@ -48,7 +48,7 @@ def parse_steps(text: str) -> list[int]:
 def kept_steps(workdir: str) -> list[int]:
   """U-Net checkpoint steps kept under <workdir>/generator/unet (empty when none)."""
   path = os.path.join(workdir, train_lib.GENERATOR_DIR, "unet")
-  if not os.path.isdir(path):
+  if not storage.isdir(path):
     return []
   return sorted(int(s) for s in ocp.utils.checkpoint_steps(path))
 

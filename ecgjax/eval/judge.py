@@ -11,7 +11,7 @@ import os
 import jax
 import numpy as np
 
-from ecgjax import metrics
+from ecgjax import metrics, storage
 from ecgjax.data import pipeline
 from ecgjax.train import classifier as clf_lib
 
@@ -24,7 +24,7 @@ def path(workdir: str) -> str:
 
 def exists(workdir: str) -> bool:
   p = path(workdir)
-  return os.path.isdir(p) and any(d.isdigit() for d in os.listdir(p))
+  return any(d.isdigit() for d in storage.listdir(p))
 
 
 def train(cfg, ds, workdir: str, mesh, *, progress: bool = True) -> clf_lib.Classifier:

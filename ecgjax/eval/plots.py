@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ecgjax.data.records import LEADS, SAMPLING_RATE  # noqa: E402
+from ecgjax.eval.render import save_figure  # noqa: E402
 
 
 def ecg_comparison(
@@ -47,10 +46,7 @@ def ecg_comparison(
   for ax in axes[-1]:
     ax.set_xlabel("s")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, dpi=80)
 
 
 def loss_curves(records: list[dict], path: str) -> str:
@@ -67,6 +63,4 @@ def loss_curves(records: list[dict], path: str) -> str:
     ax.set_xlabel("step")
     ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, dpi=80)

@@ -1,6 +1,6 @@
 """Writing an evaluation's outputs: Markdown tables, CSV, PNG figures and HTML pages.
 
-Every file goes through `ecgjax.fileio`, so a reader sees a whole file or
+Every file goes through `ecgjax.storage`, so a reader sees a whole file or
 none. Markdown is the report's source; `html_page` renders the same text as a
 self-contained page a browser opens directly (Python-Markdown with its tables
 extension; images stay relative links beside the page).
@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ecgjax.fileio import atomic_write  # noqa: E402
+from ecgjax.storage import atomic_write  # noqa: E402
 
 
 def cell(v, floatfmt: str = ".3f") -> str:

@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 
-from ecgjax import generators
+from ecgjax import generators, storage
 from ecgjax.errors import ConfigError
 from ecgjax.eval import registry, runs
 from ecgjax.eval.render import html_page, write_text
@@ -32,7 +32,7 @@ def roots(workdir: str) -> list[tuple[str, str]]:
   for kind in generators.names():
     if kind != generators.DEFAULT:
       root = runs.results_root(workdir, kind)
-      if os.path.isdir(root):
+      if storage.isdir(root):
         found.append((kind, root))
   return found
 
@@ -62,7 +62,7 @@ def make_report(workdir: str, out: str | None = None, bold_best: bool = True) ->
   """
   found, skipped = collect_all(workdir)
   if not found:
-    where = f"{workdir} does not exist" if not os.path.isdir(workdir) else f"no runs in {workdir}"
+    where = f"{workdir} does not exist" if not storage.isdir(workdir) else f"no runs in {workdir}"
     also = f" ({skipped} file(s) skipped, see the warnings above)" if skipped else ""
     layouts = ", ".join(
       os.path.join(workdir, e.name, "...", e.result) for e in registry.EVALUATIONS.values()
@@ -70,7 +70,7 @@ def make_report(workdir: str, out: str | None = None, bold_best: bool = True) ->
     raise ConfigError(f"{where}{also}: expected any of {layouts}")
   out = out or os.path.join(workdir, runs.REPORT_DIR)
   written: dict[str, str] = {}
-  md = [f"# ecgjax report: {os.path.abspath(workdir)}", ""]
+  md = [f"# ecgjax report: {storage.normalize(workdir)}", ""]
   md.append("Sections: " + ", ".join(f"{e.name}" for (_, e) in _order(found)) + ".")
   md.append("")
   for kind, evaluation in _order(found):

@@ -41,7 +41,6 @@ import importlib.util
 import json
 import math
 import os
-import shutil
 import subprocess
 import time
 import warnings
@@ -52,7 +51,7 @@ import jax
 import numpy as np
 
 import ecgjax
-from ecgjax import fileio, fingerprints, generators
+from ecgjax import fingerprints, generators, storage
 from ecgjax.data import pipeline
 
 RESULT = "metrics.json"
@@ -148,10 +147,9 @@ class Run:
     `write`). A finished record made with other settings, or one without them (an older
     ecgjax), is not reused: a ConfigError names the file and each differing field.
     """
-    if not pipeline.process0_decides(np.bool_(os.path.isfile(self.path))):
+    if not pipeline.process0_decides(np.bool_(storage.isfile(self.path))):
       return None
-    with open(self.path, encoding="utf-8") as f:
-      record = json.load(f)
+    record = storage.read_json(self.path)
     if identity is not None:
       check_identity(self.path, record.get(IDENTITY), identity)
     return record
@@ -192,9 +190,9 @@ class Run:
     if identity is not None:
       record[IDENTITY] = _jsonable(identity)
     if jax.process_index() == 0:
-      fileio.write_json(self.path, record)
+      storage.write_json(self.path, record)
       for path in self._scratch:
-        shutil.rmtree(path, ignore_errors=True)
+        storage.rmtree(path)
     return record
 
 
@@ -226,8 +224,7 @@ def _type_names(types) -> str:
 def read_run(evaluation: Evaluation, root: str, path: str) -> dict:
   """A result file, checked: JSON object, required fields and types, finite numbers,
   and a directory that its keys name. Raises ValueError saying what is wrong."""
-  with open(path, encoding="utf-8") as f:
-    record = json.load(f)
+  record = storage.read_json(path)
   if not isinstance(record, dict):
     raise ValueError(f"expected a JSON object, got {type(record).__name__}")
   missing = [k for k in (*evaluation.keys, *evaluation.required) if k not in record]
@@ -260,7 +257,7 @@ def collect(root: str, evaluation: Evaluation) -> list[dict]:
   """Every readable finished run of `evaluation` below `root`, in directory order."""
   base = evaluation.directory(root)
   runs = []
-  for dirpath, dirnames, files in os.walk(base):
+  for dirpath, dirnames, files in storage.walk(base):
     dirnames[:] = sorted(d for d in dirnames if d != REPORT_DIR)
     if evaluation.result not in files:
       continue

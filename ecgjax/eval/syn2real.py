@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score  # noqa: E402
 
-from ecgjax import fileio, fingerprints, generators  # noqa: E402
+from ecgjax import fingerprints, generators, storage  # noqa: E402
 from ecgjax.errors import ConfigError  # noqa: E402
 from ecgjax.eval import runs, salts  # noqa: E402
 from ecgjax.eval.render import markdown  # noqa: E402
@@ -373,7 +373,7 @@ def plot_sweep(df: pd.DataFrame, path: str) -> str:
       ax.text(0.5, 0.5, "no class has a defined gain\n(test positives or F1 = 0)", ha="center",
               va="center", transform=ax.transAxes)  # fmt: skip
   fig.tight_layout()
-  with fileio.atomic_path(path) as tmp:
+  with storage.atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=90, format="png")
   plt.close(fig)
   return path
@@ -418,13 +418,13 @@ def write_report(
     markdown(sw) if len(sw) else "(no runs)",
     "",
   ]
-  written["syn2real.md"] = fileio.atomic_write(
+  written["syn2real.md"] = storage.atomic_write(
     os.path.join(out_dir, "syn2real.md"), lambda f: f.write("\n".join(md))
   )
-  written["syn2real.csv"] = fileio.atomic_write(
+  written["syn2real.csv"] = storage.atomic_write(
     os.path.join(out_dir, "syn2real.csv"), lambda f: main.to_csv(f, index=False)
   )
-  written["sweep.csv"] = fileio.atomic_write(
+  written["sweep.csv"] = storage.atomic_write(
     os.path.join(out_dir, "sweep.csv"), lambda f: sw.to_csv(f, index=False)
   )
   written["gain_vs_positives.png"] = plot_sweep(sw, os.path.join(out_dir, "gain_vs_positives.png"))

@@ -2,9 +2,10 @@
 
 Sample i is generated from `fold_in(PRNGKey(seed), i)` and its conditioning
 vector, so whichever run, batch size or device count produces a shard, its
-content is the same. Shards are written to a temporary name and renamed; the
-manifest lists the finished ones and is itself replaced atomically, so a
-killed run resumes with no sample lost or duplicated.
+content is the same. Each shard is written whole or not at all (`ecgjax.storage`:
+a renamed temp file locally, one upload in a bucket); the manifest, written
+last, lists the finished ones, so a killed run resumes with no sample lost or
+duplicated.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from ecgjax import fingerprints
+from ecgjax import fingerprints, storage
 from ecgjax.data import pipeline, shards
 from ecgjax.errors import ConfigError
-from ecgjax.fileio import atomic_write
 from ecgjax.models.embeddings import check_cond
 
 MANIFEST = "manifest.json"
@@ -40,11 +40,10 @@ def _digest(*arrays) -> str:
 
 def read_manifest(out_dir: str) -> dict | None:
   path = os.path.join(out_dir, MANIFEST)
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     return None
   try:
-    with open(path) as f:
-      return json.load(f)
+    return storage.read_json(path)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ConfigError(f"{path}: corrupt manifest ({e}); remove {out_dir} to start again") from None
 
@@ -79,7 +78,7 @@ def write_cohort(
   # Process 0 writes the shards and the manifest; under several processes the others read
   # them back (a judge's pool), so the directory must be one they all see.
   pipeline.check_shared_directory(out_dir, "the cohort directory")
-  os.makedirs(out_dir, exist_ok=True)
+  storage.makedirs(out_dir)
   want = {
     "n": n,
     "seed": seed,
@@ -155,7 +154,7 @@ def _missing_shards(manifest: dict, out_dir: str, n: int, shard_size: int) -> li
   Process 0's view decides, and every process keeps the same manifest in memory (so all
   of them return the same `complete`), though only process 0 writes it."""
   on_disk = {
-    s["start"] for s in manifest["shards"] if os.path.isfile(os.path.join(out_dir, s["file"]))
+    s["start"] for s in manifest["shards"] if storage.isfile(os.path.join(out_dir, s["file"]))
   }
   starts = np.arange(0, n, shard_size)
   missing = pipeline.process0_decides(np.array([s not in on_disk for s in starts]))
@@ -168,7 +167,7 @@ def _add_shard(manifest: dict, out_dir: str, start: int, payload: dict) -> None:
   """Writes one shard, then the manifest that lists it (process 0, each atomically)."""
   name = f"shard_{start:08d}.npz"
   if jax.process_index() == 0:
-    atomic_write(os.path.join(out_dir, name), lambda f: np.savez(f, **payload), mode="wb")
+    storage.atomic_write(os.path.join(out_dir, name), lambda f: np.savez(f, **payload), mode="wb")
   count = len(payload["index"])
   manifest["shards"] = sorted(
     manifest["shards"] + [{"file": name, "start": start, "count": count}],
@@ -176,7 +175,9 @@ def _add_shard(manifest: dict, out_dir: str, start: int, payload: dict) -> None:
   )
   manifest["complete"] = sum(s["count"] for s in manifest["shards"]) == manifest["n"]
   if jax.process_index() == 0:
-    atomic_write(os.path.join(out_dir, MANIFEST), lambda f: json.dump(manifest, f, indent=1))
+    storage.atomic_write(
+      os.path.join(out_dir, MANIFEST), lambda f: json.dump(manifest, f, indent=1)
+    )
 
 
 def generate_cohort(
@@ -231,7 +232,7 @@ def read_cohort(out_dir: str, *, lazy: bool = False) -> dict:
   for s in manifest["shards"]:
     path = os.path.join(out_dir, s["file"])
     try:
-      with np.load(path) as z:
+      with np.load(storage.local_copy(path)) as z:
         parts.append({k: z[k] for k in ("signals", "cond", "labels", "rows", "index")})
     except (OSError, ValueError, KeyError) as e:
       raise ConfigError(f"{path}: unreadable shard ({e})") from None
@@ -246,8 +247,9 @@ def _open_lazily(out_dir: str, manifest: dict) -> dict[str, shards.ShardedArray]
   for s in manifest["shards"]:
     path = os.path.join(out_dir, s["file"])
     try:
+      local = storage.local_copy(path)
       for k in FIELDS:
-        layouts[k].append(shards.npz_part(path, k))
+        layouts[k].append(shards.npz_part(local, k))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
       raise ConfigError(f"{path}: unreadable shard ({e})") from None
   try:

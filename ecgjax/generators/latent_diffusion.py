@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from ecgjax import storage
 from ecgjax.data import pipeline
 from ecgjax.diffusion import generator as gen_lib
 from ecgjax.errors import CheckpointError, ConfigError
@@ -80,7 +80,7 @@ def export(workdir: str, params: dict, meta: dict) -> None:
   path = os.path.join(workdir, EXPORT_DIR)
   if jax.process_index() == 0:
     # A rerun of a finished training exports again: the step is replaced, not refused.
-    shutil.rmtree(path, ignore_errors=True)
+    storage.rmtree(path)
   pipeline.barrier("generator export cleared")
   ckpt = Checkpointer(path, meta=meta, max_to_keep=1)
   ckpt.save(0, params, force=True)
@@ -90,7 +90,7 @@ def export(workdir: str, params: dict, meta: dict) -> None:
 
 def exists(workdir: str) -> bool:
   path = os.path.join(workdir, EXPORT_DIR)
-  return os.path.isdir(path) and any(d.isdigit() for d in os.listdir(path))
+  return any(d.isdigit() for d in storage.listdir(path))
 
 
 def load_model(workdir: str, cfg, content_key: str | None = None) -> gen_lib.Generator:

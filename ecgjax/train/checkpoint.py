@@ -9,12 +9,11 @@ be restored onto another.
 
 from __future__ import annotations
 
-import os
-
 import grain
 import jax
 import orbax.checkpoint as ocp
 
+from ecgjax import storage
 from ecgjax.errors import CheckpointError
 
 
@@ -52,8 +51,8 @@ class Checkpointer:
     process0_only: only process 0 uses this one (an export of host arrays, a result file),
     so orbax waits for no other process.
     """
-    self.directory = os.path.abspath(directory)
-    if not create and not os.path.isdir(self.directory):
+    self.directory = storage.normalize(directory)  # a local path or a URL (gs://...)
+    if not create and not storage.isdir(self.directory):
       raise CheckpointError(f"no checkpoint directory at {self.directory}")
     self.meta = dict(meta)
     multiprocessing = {}
@@ -62,7 +61,7 @@ class Checkpointer:
         raise ValueError("a process0_only checkpointer is for process 0")
       # orbax refuses to create the root itself when only some processes take part.
       if create:
-        os.makedirs(self.directory, exist_ok=True)
+        storage.makedirs(self.directory)
       create = False
       multiprocessing["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
         primary_host=0, active_processes={0}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ecgjax import fingerprints, metrics
+from ecgjax import fingerprints, metrics, storage
 from ecgjax.data import pipeline
 from ecgjax.data.records import NUM_SAMPLES
 from ecgjax.data.signals import lead_stats, standardise
@@ -432,7 +431,7 @@ def load(path: str, ccfg, extra_template: dict | None = None) -> tuple[Classifie
   """The classifier exported at `path` (CheckpointError when missing or mismatched)."""
   from ecgjax.errors import CheckpointError
 
-  if not os.path.isdir(path):
+  if not storage.isdir(path):
     raise CheckpointError(f"no classifier checkpoint at {path}")
   describe = _export_describe(ccfg)
   ckpt = Checkpointer(

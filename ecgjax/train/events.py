@@ -6,12 +6,11 @@ event files into its own directory, `tensorboard/<name>` beside its checkpoint d
 TensorBoard run, while it trains. The writer is tensorboardX's (no TensorFlow); only
 process 0 writes (`open_writer` gives the others a writer that drops everything).
 
-Remote directories (`gs://...`): a URL scheme is served by a `write_bytes(path, data)`
-function registered with `register_scheme`; the event file is kept in memory and
-written whole on every flush (how tensorboardX's own GCS and S3 writers work), and a
-profile is traced into a local temporary directory and copied file by file. That
-function is the whole seam the storage layer has to fill; without one, a scheme falls
-back to tensorboardX's own writers (`gs` needs google-cloud-storage, `s3` boto3).
+Remote directories (`gs://...`, any URL of ecgjax.storage): objects cannot be appended
+to, so an event file is kept in memory and written whole through the storage layer on
+every flush (how tensorboardX's own GCS and S3 writers work; tensorboardX is told to use
+this writer for the URL's scheme), and a profile is traced into a local temporary
+directory and copied up file by file.
 
 Profiles: `Profile(start, stop)` traces steps start..stop-1 (0-based, as counted by the
 loop) of every stage with `jax.profiler` into the stage's event directory
@@ -27,15 +26,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import jax
-from absl import logging
+
+from ecgjax import storage
 
 EVENTS_DIR = "tensorboard"
-
-# scheme -> write_bytes(path, data): writes `data` as the whole content of `path`.
-_SCHEMES: dict[str, Callable[[str, bytes], None]] = {}
 
 
 def events_dir(checkpoint_dir: str) -> str:
@@ -47,42 +44,37 @@ def events_dir(checkpoint_dir: str) -> str:
   return os.path.join(parent, EVENTS_DIR, name)
 
 
-def scheme(path: str) -> str | None:
-  """'gs' for 'gs://bucket/x', None for a local path."""
-  head, sep, _ = path.partition("://")
-  return head if sep and "/" not in head else None
-
-
-def register_scheme(name: str, write_bytes: Callable[[str, bytes], None]) -> None:
-  """Serves event files and profiles under `name://` with `write_bytes(path, data)`."""
+def _serve(protocol: str) -> None:
+  """Has tensorboardX write event files under `protocol://` through the storage layer."""
   import tensorboardX.record_writer as rw
 
-  _SCHEMES[name] = write_bytes
-  rw.register_writer_factory(name, _BufferedFactory(write_bytes))
+  if rw.REGISTERED_FACTORIES.get(protocol).__class__ is not _BufferedFactory:
+    rw.register_writer_factory(protocol, _BufferedFactory())
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+  storage.atomic_write(path, lambda f: f.write(data), mode="wb")
 
 
 class _BufferedFile:
   """A write-only file kept in memory, written whole through `write_bytes` on flush."""
 
-  def __init__(self, path: str, write_bytes):
-    self.path, self._write_bytes, self._buf = path, write_bytes, io.BytesIO()
+  def __init__(self, path: str):
+    self.path, self._buf = path, io.BytesIO()
 
   def write(self, data: bytes) -> None:
     self._buf.write(data)
 
   def flush(self) -> None:
-    self._write_bytes(self.path, self._buf.getvalue())
+    _write_bytes(self.path, self._buf.getvalue())
 
   def close(self) -> None:
     self.flush()
 
 
 class _BufferedFactory:
-  def __init__(self, write_bytes):
-    self._write_bytes = write_bytes
-
   def open(self, path: str) -> _BufferedFile:
-    return _BufferedFile(path, self._write_bytes)
+    return _BufferedFile(path)
 
   def directory_check(self, path: str) -> None:
     pass  # object stores have no directories
@@ -97,6 +89,9 @@ class ScalarWriter:
 
   def __init__(self, directory: str, flush_secs: int = 30):
     from tensorboardX import SummaryWriter
+
+    if storage.is_url(directory):
+      _serve(storage.protocol(directory))
 
     self.directory = directory
     # tensorboardX names a file by the second and the host: a suffix of its own keeps a
@@ -186,8 +181,7 @@ class Tracer:
     """Called before step `step` (0-based) is dispatched."""
     if self.profile is None or step != self.profile.start:
       return
-    remote = scheme(self.directory)
-    if remote is None:
+    if not storage.is_url(self.directory):
       os.makedirs(self.directory, exist_ok=True)
       self._local = self.directory
     else:
@@ -207,24 +201,14 @@ class Tracer:
       return
     jax.profiler.stop_trace()
     local, self._local = self._local, None
-    remote = scheme(self.directory)
-    if remote is not None and _copy_up(local, self.directory, remote):
+    if storage.is_url(self.directory):
+      _copy_up(local, self.directory)
       shutil.rmtree(local, ignore_errors=True)
 
 
-def _copy_up(local: str, remote_dir: str, name: str) -> bool:
-  """Copies a local trace to `remote_dir` through the scheme's writer; False without one."""
-  write_bytes = _SCHEMES.get(name)
-  if write_bytes is None:
-    logging.warning(
-      "no writer registered for %s:// (events.register_scheme): the profile stays in %s",
-      name,
-      local,
-    )
-    return False
+def _copy_up(local: str, remote_dir: str) -> None:
+  """Copies a local trace into `remote_dir` through the storage layer."""
   for root, _, files in os.walk(local):
     for f in files:
       rel = os.path.relpath(os.path.join(root, f), local)
-      with open(os.path.join(root, f), "rb") as fh:
-        write_bytes(remote_dir.rstrip("/") + "/" + rel.replace(os.sep, "/"), fh.read())
-  return True
+      storage.copy(os.path.join(root, f), remote_dir.rstrip("/") + "/" + rel.replace(os.sep, "/"))

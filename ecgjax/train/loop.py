@@ -13,7 +13,6 @@ was never interrupted.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 
@@ -22,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from ecgjax import storage
 from ecgjax.data import pipeline
 from ecgjax.train import events
 from ecgjax.train.checkpoint import Checkpointer
@@ -45,9 +45,7 @@ def replicate(tree, mesh: Mesh):
 def _write_jsonl(path: str | None, record: Mapping):
   if path is None or jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(record) + "\n")
+  storage.append_text(path, json.dumps(record) + "\n")
 
 
 def fit(
@@ -151,5 +149,5 @@ def fit(
 
 
 def read_metrics(path: str) -> list[dict]:
-  with open(path) as f:
+  with storage.open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
