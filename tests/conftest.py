@@ -10,10 +10,23 @@ import shutil
 import tempfile
 import time
 
+# XLA's CPU backend without LLVM's optimisation passes: the tests compile many small
+# programs and run each a few steps, so compilation dominates (tests/test_compute_dtype.py
+# and tests/test_xresnet1d.py: 113 s of CPU at the default level 2, 87 s at level 0). The
+# programs are XLA's same graphs; only the machine code is less tuned. Subprocesses inherit
+# it (tests/test_multiprocess.py passes it on explicitly), so runs compared across
+# processes are compiled alike. Benchmarks and the entry points keep XLA's default. One
+# exception, found by the tests: at level 0 XLA computes NaN gradients through
+# lax.conv's own autodiff (levels 1 and 2 do not), so the test that takes that autodiff
+# as its oracle runs in a child process at the default level (ECGJAX_TEST_XLA_DEFAULT=1,
+# `run_at_xla_default` below).
+XLA_DEFAULT = os.environ.get("ECGJAX_TEST_XLA_DEFAULT") == "1"
+TEST_XLA_FLAGS = "" if XLA_DEFAULT else "--xla_backend_optimization_level=0"
+
 # Must happen before jax initialises its backends (first jax import in this process).
-_flag = "--xla_force_host_platform_device_count=8"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+for _flag in ("--xla_force_host_platform_device_count=8", TEST_XLA_FLAGS):
+  if _flag and _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
 import jax  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -27,6 +40,23 @@ jax.config.update(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 from ecgjax.data import embedded_data_dir, load_ptbxl  # noqa: E402
+
+
+def run_at_xla_default(nodeid: str) -> None:
+  """Runs one test (pytest node id) in a child process compiled at XLA's default
+  optimisation level, and fails with its output if it fails there."""
+  import subprocess
+  import sys
+
+  env = {**os.environ, "ECGJAX_TEST_XLA_DEFAULT": "1"}
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(TEST_XLA_FLAGS, "").strip()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", nodeid],
+    cwd=root, env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+  assert " passed" in proc.stdout and " failed" not in proc.stdout, proc.stdout[-2000:]
 
 
 def pytest_configure(config):

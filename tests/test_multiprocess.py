@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from conftest import (
+  TEST_XLA_FLAGS,
   TRAINED_DEVICES,
   as_flags,
   make_ptbxl_root,
@@ -32,6 +33,7 @@ POLICY = "qfilter_matched"  # judge-driven: a generated pool of 2n, scored by th
 def _env(tmp_path) -> dict:
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
   env.update(
+    XLA_FLAGS=TEST_XLA_FLAGS,  # compiled as this process compiles (the launcher adds devices)
     ECGJAX_CACHE_DIR=str(tmp_path / "cache"),
     ECGJAX_JAX_CACHE_DIR=os.environ.get("ECGJAX_TEST_JAX_CACHE", "/tmp/ecgjax-test-jax-cache"),
     JAX_PLATFORMS="cpu",
@@ -60,7 +62,7 @@ def _launch(env, nproc, devices, *args, check=True, command=None) -> subprocess.
   (default: python -m args)."""
   cmd = command or [sys.executable, "-m", *args]
   if nproc is None:
-    env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = {**env, "XLA_FLAGS": f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}"}
   else:
     cmd = ["bash", LAUNCH, str(nproc), str(devices), "--", *cmd]
   proc = _run(cmd, env)
