@@ -180,11 +180,10 @@ def test_ptbxl_from_a_bucket_is_the_local_copy(gcs, tmp_path):
 def test_tstr_and_report_in_a_bucket_match_a_local_workdir(gcs, tmp_path, ptbxl):
   """experiments.tstr (real_matched: a generated cohort, a classifier, metrics.json) with
   --workdir=gs://..., from the shared trained generator and judge uploaded to the bucket,
-  then the report of that workdir, give the metrics and the report tables of the same run
+  then experiments.report of that workdir, give the metrics and the report tables of the same run
   on a local workdir (the harness on the same 4-device mesh, in this process); nothing of
   the workdir is written on local disk. (Generator and judge training into a gs://
-  workdir: tests/test_multiprocess.py; experiments.report's own checks of --workdir:
-  test_bad_urls_are_refused_with_one_line.)"""
+  workdir: tests/test_multiprocess.py.)"""
   import fsspec
   from conftest import TRAINED_DEVICES, as_flags, read_scalars, trained, trained_cfg, workdir_from
 
@@ -212,7 +211,9 @@ def test_tstr_and_report_in_a_bucket_match_a_local_workdir(gcs, tmp_path, ptbxl)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert "training the mini" not in proc.stdout  # the uploaded generator was used
   t1 = time.perf_counter()
-  report.make_report(wd)
+  proc = subprocess.run([sys.executable, "-m", "experiments.report", f"--workdir={wd}"], cwd=cwd,
+                        env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-4000:]
   assert os.listdir(cwd) == []
 
   t2 = time.perf_counter()
