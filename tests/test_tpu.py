@@ -83,3 +83,20 @@ def test_batch_search_fits_a_line_through_two_compilations():
   assert tpu.fit_batch(points, 16 * gib, limit=1024) == 1024
   assert tpu.fit_batch(points, gib + 5 * 3 * mib, limit=1024) == 4  # under the first point
   assert tpu.fit_batch([(8, gib), (16, gib)], 2 * gib, limit=512) == 512  # flat: the limit
+
+
+@needs_libtpu
+def test_importing_ecgjax_without_a_tpu_chip_keeps_jax_off_the_tpu_runtime():
+  """With libtpu installed and no TPU chip, JAX would start libtpu's runtime, which fails
+  with worker-hostname errors on stderr before falling back to the CPU; importing ecgjax
+  first keeps JAX on the CPU, silently (ecgjax/__init__.py)."""
+  import os
+  import subprocess
+  import sys
+
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  code = "import ecgjax, jax, os; print(jax.devices()[0].platform, os.environ['JAX_PLATFORMS'])"
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split() == ["cpu", "cpu"]
+  assert "hostname" not in proc.stderr and "TPU" not in proc.stderr, proc.stderr[-2000:]
